@@ -1,0 +1,28 @@
+"""The ``lianyi`` command line. Each sub-command lives in its own module of this package."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from scrm.errors import SettingsError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Lianyi (涟漪): WeCom private-domain bot and SCRM for car brands and dealers."""
+
+
+def _register() -> None:
+    # One line per sub-command module; keep alphabetical.
+    pass
+
+
+def main() -> None:
+    _register()
+    try:
+        cli.main(standalone_mode=True)
+    except SettingsError as exc:  # pragma: no cover - click re-raises only outside standalone mode
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

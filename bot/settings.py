@@ -1,0 +1,118 @@
+"""Settings from ``LIANYI_*`` environment variables (and a ``.env`` file).
+
+The names of the first block are fixed by DESIGN.md. :func:`load_settings` turns a validation failure
+into one :class:`~scrm.errors.SettingsError` line naming the variable, which the CLI prints before exiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scrm.errors import SettingsError
+
+ENV_PREFIX = "LIANYI_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- fixed by DESIGN.md -------------------------------------------------------------------------
+    corp_id: str = Field(min_length=1, max_length=64, description="CorpID (企业ID); the callback receiver id")
+    callback_token: str = Field(min_length=1, max_length=32, description="Callback Token")
+    callback_aes_key: str = Field(description="Callback EncodingAESKey (43 characters)")
+    callback_max_age: int = Field(
+        default=300, ge=0, description="Seconds a callback timestamp may lag or lead; 0 turns the check off"
+    )
+    app_secret: str = Field(default="", description="Secret of the self-built app used for the API")
+    agent_id: int = Field(default=0, ge=0, description="AgentID of the self-built app (app messages)")
+    wecom_api_base: str = Field(default="https://qyapi.weixin.qq.com", description="WeCom API base URL")
+    database_url: str = Field(default="sqlite+aiosqlite:///lianyi.db", description="SQLAlchemy async URL")
+    redis_url: str = Field(default="", description="Redis URL; empty = in-process backends (one process)")
+    host: str = Field(default="127.0.0.1", description="Address `lianyi serve` listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port `lianyi serve` listens on")
+    sop_dir: str = Field(default="sop_templates/", description="Folder of SOP templates and policy")
+
+    # --- ours ----------------------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest callback body accepted")
+    log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR)")
+    log_json: bool = Field(default=True, description="JSON log lines (false = plain text)")
+    instance_id: str = Field(default="", description="Name of this process in claims and locks (default host:pid)")
+    redis_prefix: str = Field(default="lianyi", description="Prefix of every Redis key")
+    inbox_partitions: int = Field(default=16, ge=1, le=1024, description="Inbox partitions (ordering lanes)")
+    worker_max_attempts: int = Field(default=8, ge=1, description="Handler attempts before dead-lettering")
+    outbox_max_attempts: int = Field(default=10, ge=1, description="Command attempts before it is dead")
+    api_rate_per_minute: int = Field(
+        default=6000, ge=1, le=10000, description="Calls per minute per API path (WeCom allows 10,000)"
+    )
+    member_messages_per_minute: int = Field(
+        default=25, ge=1, le=30, description="App messages per staff member per minute (WeCom drops >30)"
+    )
+    member_messages_per_hour: int = Field(
+        default=900, ge=1, le=1000, description="App messages per staff member per hour (WeCom drops >1000)"
+    )
+    group_refetch_delay: float = Field(
+        default=2.0, ge=0, description="Seconds to wait before groupchat/get after a group change"
+    )
+
+    @field_validator("callback_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: str) -> str:
+        if len(value) != 43:
+            raise ValueError(f"must be 43 characters (got {len(value)})")
+        try:
+            key = base64.b64decode(value + "=", validate=True)
+        except binascii.Error as exc:
+            raise ValueError("is not base64") from exc
+        if len(key) != 32:
+            raise ValueError("does not decode to 32 bytes")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str) -> str:
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
+        return value
+
+    @field_validator("wecom_api_base")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; on failure raise SettingsError with one line naming the first bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = ENV_PREFIX + field.upper()
+        if err["type"] == "missing":
+            raise SettingsError(f"{name} is required but not set") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{name} {msg}") from None

@@ -1,0 +1,89 @@
+"""Outbound commands: the contract between the domain (scrm) and the WeCom-facing runtime (bot).
+
+A service appends a command with :func:`enqueue` inside the transaction that changes state; the outbox
+dispatcher in ``bot`` executes it later. Commands are idempotent by ``idempotency_key``: enqueuing the same
+key twice keeps the first row, so a replayed event cannot create a second side effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scrm.db_types import utcnow
+from scrm.models import CommandStatus, OutboxCommand
+
+
+class CommandKind(StrEnum):
+    """Every outbound action. Payload fields are documented per kind."""
+
+    # {"welcome_code", "text", "attachments": [...], "external_userid", "userid"}; deadline = event + 20 s
+    SEND_WELCOME = "send_welcome"
+    # {"external_userid"}: externalcontact/get, then scrm.sync.contacts.apply_contact_detail
+    FETCH_CONTACT = "fetch_contact"
+    # {"chat_id"}: groupchat/get, then scrm.sync.groups.apply_group_detail
+    FETCH_GROUP = "fetch_group"
+    # {}: get_corp_tag_list, then scrm.sync.tags.apply_corp_tag_list
+    REFRESH_CORP_TAGS = "refresh_corp_tags"
+    # {"userid", "external_userid", "add_tag": [...], "remove_tag": [...]}
+    MARK_TAG = "mark_tag"
+    # {"touser": userid, "msgtype": "text"|"textcard"|"markdown", "text"|"textcard"|"markdown": {...}}
+    SEND_APP_MESSAGE = "send_app_message"
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    corp_id: str,
+    kind: CommandKind,
+    key: str,
+    payload: dict[str, Any],
+    not_before: datetime | None = None,
+    deadline: datetime | None = None,
+) -> bool:
+    """Append a command to the outbox in the caller's transaction.
+
+    ``key`` must identify the side effect, not the attempt (e.g. ``welcome:<welcome_code>``). Returns
+    False when a command with this key already exists (nothing is written then).
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "corp_id": corp_id,
+        "kind": kind.value,
+        "idempotency_key": key,
+        "payload": payload,
+        "status": CommandStatus.PENDING.value,
+        "attempts": 0,
+        "not_before": not_before or now,
+        "deadline": deadline,
+        "created_at": now,
+        "updated_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    table = OutboxCommand.__table__  # type: ignore[attr-defined]
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        existing = await session.exec(
+            select(OutboxCommand.id).where(OutboxCommand.idempotency_key == key)  # type: ignore[call-overload]
+        )
+        if existing.first() is not None:
+            return False
+        session.add(OutboxCommand(**values))
+        return True
+    conn = await session.connection()
+    result = await conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+def delay(seconds: float) -> datetime:
+    """``not_before`` for a command that must wait (e.g. groupchat/get ~2 s after a change)."""
+    return utcnow() + timedelta(seconds=seconds)

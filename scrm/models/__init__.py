@@ -1,0 +1,43 @@
+"""All tables. Import from here so Alembic and the services see one metadata."""
+
+from sqlmodel import SQLModel
+
+from scrm.models.contacts import Contact, DeletedBy, FollowRelation, Stage
+from scrm.models.groups import CustomerGroup, GroupMember
+from scrm.models.infra import (
+    AuditLog,
+    CommandStatus,
+    DeadLetter,
+    InboxEvent,
+    InboxStatus,
+    OutboxCommand,
+    SyncCheckpoint,
+)
+from scrm.models.tags import ContactTag, Tag, TagGroup
+from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "AuditLog",
+    "CommandStatus",
+    "Contact",
+    "ContactTag",
+    "Corp",
+    "CustomerGroup",
+    "DeadLetter",
+    "Dealer",
+    "DeletedBy",
+    "FollowRelation",
+    "GroupMember",
+    "InboxEvent",
+    "InboxStatus",
+    "OutboxCommand",
+    "Staff",
+    "StaffRole",
+    "Stage",
+    "SyncCheckpoint",
+    "Tag",
+    "TagGroup",
+    "metadata",
+]

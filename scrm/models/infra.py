@@ -1,0 +1,132 @@
+"""Plumbing tables: the SQL inbox, the outbox, dead letters, the audit log and sync checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from scrm.models._base import json_field, ts_field
+
+
+class InboxStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class InboxEvent(SQLModel, table=True):
+    """The SQL inbox backend: one row per distinct callback (dedup_key is unique)."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_inbox_dedup_key"),
+        Index("ix_inbox_pending", "status", "partition", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(default="", max_length=64, index=True)
+    dedup_key: str = Field(max_length=255)
+    ordering_key: str = Field(max_length=255)
+    partition: int = Field(default=0)
+    event_type: str = Field(max_length=128)
+    payload: dict[str, Any] = json_field(default={})
+    status: str = Field(default=InboxStatus.PENDING.value, max_length=16)
+    attempts: int = Field(default=0)
+    available_at: datetime = ts_field(default_now=True)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = ts_field()
+    last_error: str | None = Field(default=None)
+    received_at: datetime = ts_field(default_now=True)
+    processed_at: datetime | None = ts_field()
+
+
+class CommandStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"  # WeCom accepted it (or said it was already done)
+    FAILED = "failed"  # WeCom refused it for good (e.g. 84061 no relationship)
+    EXPIRED = "expired"  # its deadline passed before it could run (welcome after 20 s)
+    DEAD = "dead"  # retries exhausted; see dead_letters
+
+    @property
+    def is_final(self) -> bool:
+        return self in {CommandStatus.DONE, CommandStatus.FAILED, CommandStatus.EXPIRED, CommandStatus.DEAD}
+
+
+class OutboxCommand(SQLModel, table=True):
+    """An outbound WeCom action, written in the same transaction as the state change that caused it."""
+
+    __tablename__ = "outbox_commands"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
+        Index("ix_outbox_due", "status", "not_before"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=255)
+    payload: dict[str, Any] = json_field(default={})
+    status: str = Field(default=CommandStatus.PENDING.value, max_length=16)
+    attempts: int = Field(default=0)
+    not_before: datetime = ts_field(default_now=True)
+    deadline: datetime | None = ts_field()
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = ts_field()
+    last_errcode: int | None = Field(default=None)
+    last_error: str | None = Field(default=None)
+    result: dict[str, Any] | None = json_field()
+    created_at: datetime = ts_field(default_now=True)
+    updated_at: datetime = ts_field(default_now=True)
+    finished_at: datetime | None = ts_field()
+
+
+class DeadLetter(SQLModel, table=True):
+    """An inbox event or outbox command that exhausted its retries; replayable from the CLI."""
+
+    __tablename__ = "dead_letters"
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(default="", max_length=64, index=True)
+    source: str = Field(max_length=16)  # inbox | outbox
+    ref: str = Field(max_length=255)  # dedup key or command idempotency key
+    event_type: str = Field(max_length=128)
+    ordering_key: str = Field(default="", max_length=255)
+    payload: dict[str, Any] = json_field(default={})
+    error: str = Field(default="")
+    attempts: int = Field(default=0)
+    created_at: datetime = ts_field(default_now=True)
+    replayed_at: datetime | None = ts_field()
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_subject", "corp_id", "subject_type", "subject_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(default="", max_length=64, index=True)
+    actor: str = Field(default="system", max_length=128)
+    action: str = Field(max_length=64)
+    subject_type: str = Field(default="", max_length=32)
+    subject_id: str = Field(default="", max_length=128)
+    detail: dict[str, Any] | None = json_field()
+    created_at: datetime = ts_field(default_now=True)
+
+
+class SyncCheckpoint(SQLModel, table=True):
+    """Progress of ``lianyi sync`` so an interrupted run resumes where it stopped."""
+
+    __tablename__ = "sync_checkpoints"
+    __table_args__ = (UniqueConstraint("corp_id", "step", "scope", name="uq_sync_checkpoint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(max_length=64, index=True)
+    step: str = Field(max_length=32)  # staff | contacts | groups | tags
+    scope: str = Field(default="", max_length=255)  # e.g. a userid batch
+    cursor: str = Field(default="")
+    done: bool = Field(default=False)
+    updated_at: datetime = ts_field(default_now=True)

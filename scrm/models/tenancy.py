@@ -1,0 +1,57 @@
+"""Corps, dealers and staff."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from scrm.models._base import json_field, ts_field
+
+
+class StaffRole(StrEnum):
+    ADVISOR = "advisor"
+    MANAGER = "manager"
+    OPERATOR = "operator"
+    OTHER = "other"
+
+
+class Corp(SQLModel, table=True):
+    __tablename__ = "corps"
+
+    corp_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=128)
+    created_at: datetime = ts_field(default_now=True)
+
+
+class Dealer(SQLModel, table=True):
+    __tablename__ = "dealers"
+    __table_args__ = (UniqueConstraint("corp_id", "code", name="uq_dealers_corp_code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(foreign_key="corps.corp_id", index=True, max_length=64)
+    code: str = Field(max_length=16)
+    name: str = Field(default="", max_length=128)
+    city: str = Field(default="", max_length=64)
+    region: str = Field(default="", max_length=64)
+    created_at: datetime = ts_field(default_now=True)
+
+
+class Staff(SQLModel, table=True):
+    __tablename__ = "staff"
+    __table_args__ = (UniqueConstraint("corp_id", "userid", name="uq_staff_corp_userid"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    corp_id: str = Field(foreign_key="corps.corp_id", index=True, max_length=64)
+    userid: str = Field(max_length=64)
+    name: str = Field(default="", max_length=128)
+    dealer_id: int | None = Field(default=None, foreign_key="dealers.id", index=True)
+    role: str = Field(default=StaffRole.ADVISOR.value, max_length=16)
+    has_contact_permission: bool = Field(default=True)
+    active: bool = Field(default=True)
+    extra: dict[str, Any] | None = json_field()
+    created_at: datetime = ts_field(default_now=True)
+    updated_at: datetime = ts_field(default_now=True)
