@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scrm.errors import SettingsError
 
 ENV_PREFIX = "LIANYI_"
+
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///lianyi.db"
+
+
+def _check_database_url(value: str) -> str:
+    if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+        raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    return value
+
+
+def _check_redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
+    return value
 
 
 class Settings(BaseSettings):
@@ -33,7 +48,7 @@ class Settings(BaseSettings):
     app_secret: str = Field(default="", description="Secret of the self-built app used for the API")
     agent_id: int = Field(default=0, ge=0, description="AgentID of the self-built app (app messages)")
     wecom_api_base: str = Field(default="https://qyapi.weixin.qq.com", description="WeCom API base URL")
-    database_url: str = Field(default="sqlite+aiosqlite:///lianyi.db", description="SQLAlchemy async URL")
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy async URL")
     redis_url: str = Field(default="", description="Redis URL; empty = in-process backends (one process)")
     host: str = Field(default="127.0.0.1", description="Address `lianyi serve` listens on")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `lianyi serve` listens on")
@@ -74,19 +89,8 @@ class Settings(BaseSettings):
             raise ValueError("does not decode to 32 bytes")
         return value
 
-    @field_validator("database_url")
-    @classmethod
-    def _database_url_scheme(cls, value: str) -> str:
-        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
-            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_scheme(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
-        return value
+    _database_url_scheme = field_validator("database_url")(_check_database_url)
+    _redis_url_scheme = field_validator("redis_url")(_check_redis_url)
 
     @field_validator("wecom_api_base")
     @classmethod
@@ -104,10 +108,38 @@ class Settings(BaseSettings):
         return value
 
 
+class StorageSettings(BaseSettings):
+    """The subset needed by commands that only touch storage (``lianyi migrate``, ``deadletter``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = ""
+    redis_prefix: str = "lianyi"
+    inbox_partitions: int = Field(default=16, ge=1, le=1024)
+
+    _database_url_scheme = field_validator("database_url")(_check_database_url)
+    _redis_url_scheme = field_validator("redis_url")(_check_redis_url)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; on failure raise SettingsError with one line naming the first bad variable."""
+    return _load(Settings, overrides)
+
+
+def load_storage_settings(**overrides: Any) -> StorageSettings:
+    """Like :func:`load_settings` but needs no WeCom secrets."""
+    return _load(StorageSettings, overrides)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(cls: type[_S], overrides: dict[str, Any]) -> _S:
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"

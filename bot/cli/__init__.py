@@ -16,13 +16,18 @@ def cli() -> None:
 
 def _register() -> None:
     # One line per sub-command module; keep alphabetical.
-    pass
+    from bot.cli.migrate import migrate_command
+
+    cli.add_command(migrate_command)
+    from bot.cli.serve import serve_command
+
+    cli.add_command(serve_command)
 
 
 def main() -> None:
     _register()
     try:
         cli.main(standalone_mode=True)
-    except SettingsError as exc:  # pragma: no cover - click re-raises only outside standalone mode
+    except SettingsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

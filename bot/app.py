@@ -1,0 +1,72 @@
+"""The aiohttp application: callback edge, /healthz, /metrics, with the runtime in its cleanup context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot import metrics
+from bot.edge import CallbackEdge
+from bot.inbox.base import Delivery, InboxItem
+from bot.runtime import ALL_ROLES, Role, Runtime
+from bot.settings import Settings
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+
+
+def create_app(
+    settings: Settings, roles: frozenset[Role] = ALL_ROLES, *, runtime: Runtime | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    rt = runtime or Runtime(settings=settings, roles=roles)
+    app[RUNTIME_KEY] = rt
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await rt.start()
+        yield
+        await rt.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    if Role.EDGE in rt.roles:
+        CallbackEdge(settings, _RuntimeInbox(rt)).add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+class _RuntimeInbox:
+    """The edge's view of the inbox: routes are added before the runtime starts, so resolve it per call."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def put(self, item: InboxItem) -> bool:
+        return await self._runtime.inbox.put(item)
+
+    async def claim(self, consumer: str, *, max_items: int = 64, block_ms: int = 1000) -> list[Delivery]:
+        return await self._runtime.inbox.claim(consumer, max_items=max_items, block_ms=block_ms)
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._runtime.inbox.ack(delivery)
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str) -> None:
+        await self._runtime.inbox.retry(delivery, delay=delay, error=error)
+
+    async def dead(self, delivery: Delivery, *, error: str) -> None:
+        await self._runtime.inbox.dead(delivery, error=error)
+
+    async def close(self) -> None:  # the runtime closes the real inbox
+        return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    status = await request.app[RUNTIME_KEY].health()
+    ok = all(v in {"ok", "yes", "no"} for v in status.values())
+    return web.json_response({"status": "ok" if ok else "degraded", **status}, status=200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

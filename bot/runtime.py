@@ -1,0 +1,184 @@
+"""Lifecycle of one Lianyi process, in one place (STYLE.md lesson 8).
+
+`Runtime` owns the engine, the Redis pool, the HTTP session, the inbox, the WeCom client, and the
+background loops its roles need: ``worker`` (inbox → router → services), ``dispatcher`` (outbox → WeCom),
+``scheduler`` (leader-only ticks). The ``edge`` role only needs the inbox. Every background task is kept in
+``self._tasks`` and cancelled on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import aiohttp
+import redis.asyncio as aioredis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.handlers import register_sync_handlers
+from bot.inbox.base import Inbox
+from bot.inbox.factory import make_inbox
+from bot.leader import LeaderLock, RedisLeader, SingleProcessLeader
+from bot.outbox.dispatcher import OutboxDispatcher
+from bot.outbox_wakeup import OutboxWakeup
+from bot.redis_keys import RedisKeys
+from bot.router import HandlerContext, Router
+from bot.scheduler import LeaderScheduler, maintenance_ticks
+from bot.settings import Settings
+from bot.wecom.client import WeComClient, build_wecom_client
+from bot.worker import Worker
+from scrm.db import SessionFactory, make_engine, make_session_factory
+from scrm.db_types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    EDGE = "edge"
+    WORKER = "worker"
+    DISPATCHER = "dispatcher"
+    SCHEDULER = "scheduler"
+
+
+ALL_ROLES = frozenset(Role)
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    roles: frozenset[Role] = ALL_ROLES
+    now: Callable[[], datetime] = utcnow
+    engine: AsyncEngine = field(init=False)
+    session_factory: SessionFactory = field(init=False)
+    redis: aioredis.Redis | None = field(init=False, default=None)
+    keys: RedisKeys = field(init=False)
+    inbox: Inbox = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    client: WeComClient = field(init=False)
+    router: Router = field(init=False)
+    wakeup: OutboxWakeup = field(init=False)
+    dispatcher: OutboxDispatcher | None = field(init=False, default=None)
+    worker: Worker | None = field(init=False, default=None)
+    scheduler: LeaderScheduler | None = field(init=False, default=None)
+    instance_id: str = field(init=False)
+    _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.instance_id = s.instance_id or default_instance_id()
+        self.keys = RedisKeys(s.redis_prefix)
+        self.engine = make_engine(s.database_url)
+        self.session_factory = make_session_factory(self.engine)
+        if s.redis_url:
+            self.redis = aioredis.from_url(s.redis_url)
+        self.inbox = make_inbox(s, session_factory=self.session_factory, redis=self.redis)
+        self.http = aiohttp.ClientSession()
+        self.client = build_wecom_client(s, self.http, self.redis)
+        self.wakeup = OutboxWakeup(self.redis, self.keys.outbox_wakeup())
+        self.router = Router()
+        register_sync_handlers(self.router)
+
+        if Role.DISPATCHER in self.roles:
+            self.dispatcher = OutboxDispatcher(self.session_factory, self.client, s, instance_id=self.instance_id)
+            self.wakeup.subscribe_local(self.dispatcher.wake)
+            self._spawn("dispatcher", self.dispatcher.run(self._stop))
+            self._spawn("outbox-wakeup", self.wakeup.listen(self._stop))
+        if Role.WORKER in self.roles:
+            ctx = HandlerContext(
+                session_factory=self.session_factory,
+                settings=s,
+                now=self.now,
+                notify_outbox=self.wakeup.notify,
+            )
+            self.worker = Worker(
+                self.inbox,
+                self.router,
+                ctx,
+                consumer=self.instance_id,
+                max_attempts=s.worker_max_attempts,
+            )
+            self._spawn("worker", self.worker.run(self._stop))
+        if Role.SCHEDULER in self.roles:
+            leader: LeaderLock = (
+                RedisLeader(self.redis, self.keys.leader_lock()) if self.redis is not None else SingleProcessLeader()
+            )
+            self.scheduler = LeaderScheduler(leader=leader, now=self.now, notify_outbox=self.wakeup.notify)
+            for tick in maintenance_ticks(self.session_factory, s.corp_id):
+                self.scheduler.add_tick(tick)
+            await self.scheduler.start()
+        log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
+
+    def _spawn(self, name: str, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
+            log.error("background task died", extra={"task": task.get_name()}, exc_info=task.exception())
+
+    async def health(self) -> dict[str, str]:
+        """What /healthz reports: each dependency 'ok' or the error."""
+        status: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            status["database"] = "ok"
+        except Exception as exc:
+            status["database"] = f"error: {exc.__class__.__name__}"
+        if self.redis is not None:
+            try:
+                await self.redis.ping()
+                status["redis"] = "ok"
+            except Exception as exc:
+                status["redis"] = f"error: {exc.__class__.__name__}"
+        if self.scheduler is not None:
+            status["leader"] = "yes" if self.scheduler.is_leader else "no"
+        return status
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        tasks = list(self._tasks)
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.wakeup.close()
+        await self.inbox.close()
+        await self.http.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        log.info("runtime stopped", extra={"instance": self.instance_id})
+
+
+def parse_roles(value: str | Iterable[str]) -> frozenset[Role]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    roles = set()
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if item == "all":
+            return ALL_ROLES
+        try:
+            roles.add(Role(item))
+        except ValueError:
+            raise ValueError(f"unknown role {item!r}; choose from {', '.join(r.value for r in Role)} or all") from None
+    return frozenset(roles)
