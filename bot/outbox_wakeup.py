@@ -63,7 +63,7 @@ class OutboxWakeup:
         finally:
             with contextlib.suppress(RedisError):
                 await pubsub.unsubscribe(self._channel)
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         for task in list(self._tasks):

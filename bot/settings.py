@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -19,6 +20,8 @@ ENV_PREFIX = "LIANYI_"
 
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///lianyi.db"
+DEFAULT_SOP_DIR = "sop_templates/"
+BUNDLED_SOP_DIR = Path(__file__).resolve().parent.parent / "sop_templates"
 
 
 def _check_database_url(value: str) -> str:
@@ -52,7 +55,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", description="Redis URL; empty = in-process backends (one process)")
     host: str = Field(default="127.0.0.1", description="Address `lianyi serve` listens on")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `lianyi serve` listens on")
-    sop_dir: str = Field(default="sop_templates/", description="Folder of SOP templates and policy")
+    sop_dir: str = Field(default=DEFAULT_SOP_DIR, description="Folder of SOP templates and policy")
 
     # --- ours ----------------------------------------------------------------------------------------
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest callback body accepted")
@@ -91,6 +94,16 @@ class Settings(BaseSettings):
 
     _database_url_scheme = field_validator("database_url")(_check_database_url)
     _redis_url_scheme = field_validator("redis_url")(_check_redis_url)
+
+    @field_validator("sop_dir")
+    @classmethod
+    def _sop_dir_exists(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_dir():
+            return str(path.resolve())
+        if value == DEFAULT_SOP_DIR and BUNDLED_SOP_DIR.is_dir():
+            return str(BUNDLED_SOP_DIR)  # running outside the checkout: use the shipped templates
+        raise ValueError(f"is not a folder: {value}")
 
     @field_validator("wecom_api_base")
     @classmethod

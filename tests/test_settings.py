@@ -37,3 +37,13 @@ def test_missing_setting_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: obj
     monkeypatch.chdir(str(tmp_path))  # no .env file here
     with pytest.raises(SettingsError, match=r"^LIANYI_CORP_ID is required but not set$"):
         load_settings()
+
+
+def test_sop_dir_must_exist(tmp_path: object) -> None:
+    with pytest.raises(SettingsError, match=r"^LIANYI_SOP_DIR is not a folder: /nonexistent$"):
+        make_settings(sop_dir="/nonexistent")
+
+
+def test_default_sop_dir_falls_back_to_the_shipped_templates(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.chdir(str(tmp_path))
+    assert make_settings().sop_dir.endswith("/sop_templates")

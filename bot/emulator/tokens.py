@@ -107,6 +107,10 @@ class WelcomeCodes:
     def get(self, code: str) -> WelcomeCode | None:
         return self._codes.get(code)
 
+    def all(self) -> list[WelcomeCode]:
+        """Every code handed out so far (reports compare them with the sends)."""
+        return list(self._codes.values())
+
     def use(self, code: str, now: float) -> int:
         """Consume a code; 0 when the welcome may be sent, else the errcode WeCom answers."""
         record = self._codes.get(code)

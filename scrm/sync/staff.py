@@ -75,3 +75,12 @@ def dealer_code_of(user: Mapping[str, Any]) -> str:
         if value:
             return value
     return ""
+
+
+async def upsert_dealer(session: AsyncSession, corp_id: str, code: str, *, name: str = "", city: str = "") -> Dealer:
+    """The dealer with ``code``, created when missing; name and city applied when given."""
+    await ensure_corp(session, corp_id)
+    dealer, _ = await get_or_create(session, Dealer, {"corp_id": corp_id, "code": code})
+    values = {k: v for k, v in {"name": name, "city": city}.items() if v}
+    assign(dealer, values, touch=None)
+    return dealer

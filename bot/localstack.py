@@ -1,0 +1,170 @@
+"""Lianyi and the WeCom emulator together on localhost: what `lianyi demo`, end-to-end tests and benchmarks run.
+
+`LocalStack` starts the emulator, points a Lianyi runtime at it (the app with every role, or only the roles
+asked for), runs a full sync so staff and tags exist, and offers a callback driver that speaks to Lianyi the way
+WeCom does. `wait_until_settled` waits (on the database, not on a timer) until the inbox is drained and every
+outbox command reached a final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from bot.app import RUNTIME_KEY, create_app
+from bot.emulator.callbacks import CallbackDriver
+from bot.emulator.scenario import Scenario, build_state
+from bot.emulator.server import RunningEmulator, start_emulator
+from bot.emulator.state import EmulatorState
+from bot.fullsync import FullSync, SyncReport
+from bot.runtime import ALL_ROLES, Role, Runtime
+from bot.settings import Settings, load_settings
+from scrm.db import SessionFactory, transaction
+from scrm.models import CommandStatus, InboxEvent, InboxStatus, OutboxCommand
+from scrm.sync.staff import upsert_dealer
+
+FINAL_COMMAND_STATES = [s.value for s in CommandStatus if s.is_final]
+
+
+def random_aes_key() -> str:
+    """A fresh EncodingAESKey: 43 base64 characters of 32 random bytes."""
+    return base64.b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+@dataclass
+class LocalStack:
+    scenario: Scenario
+    database_url: str
+    redis_url: str = ""
+    redis_prefix: str = "lianyi"
+    host: str = "127.0.0.1"
+    port: int = 0
+    roles: frozenset[Role] = ALL_ROLES
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    state: EmulatorState = field(init=False)
+    emulator: RunningEmulator = field(init=False)
+    settings: Settings = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    runner: web.AppRunner = field(init=False)
+    callback_url: str = field(init=False)
+
+    async def __aenter__(self) -> LocalStack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.state = build_state(self.scenario)
+        self.emulator = await start_emulator(self.state)
+        app_spec = self.scenario.apps[0]
+        values: dict[str, Any] = {
+            "corp_id": self.state.corp_id,
+            "callback_token": secrets.token_urlsafe(16)[:32],
+            "callback_aes_key": random_aes_key(),
+            "callback_max_age": 300,
+            "app_secret": app_spec.secret,
+            "agent_id": app_spec.agent_id,
+            "wecom_api_base": self.emulator.base_url,
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "redis_prefix": self.redis_prefix,
+            "host": self.host,
+            "port": self.port or 8080,
+            "group_refetch_delay": 0.2,
+        }
+        values.update(self.settings_overrides)
+        self.settings = load_settings(**values)
+        self.http = aiohttp.ClientSession()
+        self.runner = web.AppRunner(create_app(self.settings, self.roles), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None and hasattr(server, "sockets")
+        bound_port = server.sockets[0].getsockname()[1]
+        self.callback_url = f"http://{self.host}:{bound_port}/wecom/callback"
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.runner.app[RUNTIME_KEY]
+
+    @property
+    def session_factory(self) -> SessionFactory:
+        return self.runtime.session_factory
+
+    def driver(self, *, timeout: float = 5.0, retries: int = 3) -> CallbackDriver:
+        s = self.settings
+        return CallbackDriver(
+            self.callback_url,
+            s.callback_token,
+            s.callback_aes_key,
+            s.corp_id,
+            http=self.http,
+            timeout=timeout,
+            retries=retries,
+        )
+
+    async def seed_dealers(self) -> None:
+        """The brand's dealer list (names, cities) — what the roster import of a real deployment provides."""
+        async with transaction(self.session_factory) as session:
+            for dealer in self.scenario.dealers:
+                await upsert_dealer(session, self.state.corp_id, dealer.code, name=dealer.name, city=dealer.city)
+
+    async def full_sync(self) -> SyncReport:
+        return await FullSync(self.runtime.client, self.session_factory, self.state.corp_id).run()
+
+    async def counts(self) -> tuple[int, int]:
+        """(inbox events not yet done, outbox commands not yet final)."""
+        async with self.session_factory() as session:
+            inbox = (
+                await session.exec(
+                    select(func.count()).select_from(InboxEvent).where(InboxEvent.status == InboxStatus.PENDING.value)
+                )
+            ).one()
+            outbox = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(OutboxCommand)
+                    .where(col(OutboxCommand.status).not_in(FINAL_COMMAND_STATES))
+                )
+            ).one()
+        pending_stream = await self._redis_backlog()
+        return int(inbox) + pending_stream, int(outbox)
+
+    async def _redis_backlog(self) -> int:
+        inbox = self.runtime.inbox
+        backlog = getattr(inbox, "backlog", None)
+        if backlog is None:
+            return 0
+        value = await backlog()
+        return int(value)
+
+    async def wait_until_settled(self, *, timeout: float = 60.0, quiet_polls: int = 3) -> None:
+        """Return once the inbox is empty and every command is final for ``quiet_polls`` polls in a row."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        quiet = 0
+        while quiet < quiet_polls:
+            inbox, outbox = await self.counts()
+            quiet = quiet + 1 if inbox == 0 and outbox == 0 else 0
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"not settled after {timeout:.0f} s: {inbox} inbox events, {outbox} open commands")
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.http.close()
+        await self.emulator.close()
