@@ -32,6 +32,10 @@ class RedisKeys:
     def inbox_delayed(self) -> str:
         return f"{self.prefix}:inbox:delayed"
 
+    def inbox_wakeup(self) -> str:
+        """A short stream every ack/dead appends to, so claimers blocked in XREAD wake at once."""
+        return f"{self.prefix}:inbox:wakeup"
+
     # --- WeCom client ---
     def access_token(self, corp_id: str, secret_fingerprint: str) -> str:
         return f"{self.prefix}:wecom:token:{corp_id}:{secret_fingerprint}"

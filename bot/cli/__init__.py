@@ -16,12 +16,24 @@ def cli() -> None:
 
 def _register() -> None:
     # One line per sub-command module; keep alphabetical.
+    from bot.cli.deadletter import deadletter
+
+    cli.add_command(deadletter)
+    from bot.cli.demo import demo_command
+
+    cli.add_command(demo_command)
+    from bot.cli.emulator import emulator_command
+
+    cli.add_command(emulator_command)
     from bot.cli.migrate import migrate_command
 
     cli.add_command(migrate_command)
     from bot.cli.serve import serve_command
 
     cli.add_command(serve_command)
+    from bot.cli.sync import sync_command
+
+    cli.add_command(sync_command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ the same contract tests (tests/contract/test_inbox_contract.py).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +42,14 @@ class Inbox(Protocol):
         ...
 
     async def claim(self, consumer: str, *, max_items: int = 64, block_ms: int = 1000) -> list[Delivery]:
-        """Claim deliveries for ``consumer``, preserving order per ordering key (see backend docs)."""
+        """Claim deliveries for ``consumer``, preserving order per ordering key (see backend docs).
+
+        Only the oldest unfinished item of an ordering key is ever handed out, and never while an earlier
+        delivery of that key is in flight or waiting for its retry. Every call also renews the lease of the
+        deliveries ``consumer`` holds (``max_items=0`` only renews), so a worker that keeps claiming keeps
+        its items; items of a consumer that stopped claiming become claimable again after the lease.
+        Waits up to ``block_ms`` when nothing is claimable.
+        """
         ...
 
     async def ack(self, delivery: Delivery) -> None:
@@ -57,3 +65,8 @@ class Inbox(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def partition_for(ordering_key: str, partitions: int) -> int:
+    """The ordering lane of a key: a stable hash (CRC-32), the same in every process and backend."""
+    return zlib.crc32(ordering_key.encode()) % partitions

@@ -25,6 +25,8 @@ class InboxEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("dedup_key", name="uq_inbox_dedup_key"),
         Index("ix_inbox_pending", "status", "partition", "id"),
+        Index("ix_inbox_key_pending", "ordering_key", "status", "id"),  # head-of-key lookup when claiming
+        Index("ix_inbox_status_id", "status", "id"),  # oldest pending first when claiming
     )
 
     id: int | None = Field(default=None, primary_key=True)

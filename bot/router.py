@@ -1,0 +1,83 @@
+"""Route typed callback events to their handlers.
+
+A handler is ``async def handler(event: WeComEvent, ctx: HandlerContext) -> None``. Register it with
+``@router.on("contact.added")`` or ``router.register("contact.added", handler)``; event types are the
+``event_type`` strings of :mod:`bot.events`, checked at registration so a typo fails at start-up, not in
+production. Several handlers of one type run in registration order; if one raises, the worker retries the
+whole event, so every handler must be idempotent (they are: their side effects go through the outbox's
+idempotency keys and upserts). An event type without a handler is logged once and acked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from bot.events import WeComEvent, known_event_types
+from bot.settings import Settings
+from scrm.db import SessionFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """What every handler gets besides the event."""
+
+    session_factory: SessionFactory
+    settings: Settings
+    now: Callable[[], datetime]
+    # Call after committing outbox commands, so the dispatcher runs them at once instead of at its next poll.
+    notify_outbox: Callable[[], None]
+
+
+Handler = Callable[[WeComEvent, HandlerContext], Awaitable[None]]
+H = TypeVar("H", bound=Handler)
+
+
+class Router:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self._known = frozenset(known_event_types())
+        self._reported_unhandled: set[str] = set()
+
+    def register(self, event_type: str, handler: Handler) -> None:
+        if event_type not in self._known:
+            raise ValueError(f"unknown event type {event_type!r}; known: {', '.join(sorted(self._known))}")
+        self._handlers.setdefault(event_type, []).append(handler)
+
+    def on(self, event_type: str) -> Callable[[H], H]:
+        """Decorator form of :meth:`register`; returns the handler unchanged."""
+
+        def decorate(handler: H) -> H:
+            self.register(event_type, handler)
+            return handler
+
+        return decorate
+
+    def handlers_for(self, event_type: str) -> tuple[Handler, ...]:
+        return tuple(self._handlers.get(event_type, ()))
+
+    @property
+    def event_types(self) -> list[str]:
+        """Event types that have at least one handler."""
+        return sorted(self._handlers)
+
+    async def dispatch(self, event: WeComEvent, ctx: HandlerContext) -> bool:
+        """Run the handlers of ``event`` in order. False when it has none (logged once per type)."""
+        handlers = self._handlers.get(event.event_type)
+        if not handlers:
+            if event.event_type not in self._reported_unhandled:
+                self._reported_unhandled.add(event.event_type)
+                log.warning(
+                    "no handler for event type %s; such events are acked without processing",
+                    event.event_type,
+                    extra={"event_type": event.event_type, "dedup_key": event.dedup_key},
+                )
+            return False
+        for handler in handlers:
+            await handler(event, ctx)
+        return True
