@@ -106,7 +106,7 @@ async def run_demo_loop(stack: LocalStack, *, seed: int | None = None) -> DemoRe
     scenario_report: ScenarioReport = await run_scenario(
         stack.state, driver, steps, concurrency=stack.scenario.concurrency
     )
-    await stack.wait_until_settled(timeout=120)
+    await stack.wait_until_settled(within=120)
     report = DemoReport(scenario=scenario_report.as_dict())
     await _database_summary(stack.session_factory, report)
     _welcome_summary(stack, report)
@@ -136,11 +136,15 @@ def format_report(report: DemoReport) -> list[str]:
     return lines
 
 
+def _remove_sqlite_files(db_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+
 async def demo_main(
     *, db_path: Path, port: int, scenario_path: str | None, keep_running: bool, seed: int | None
 ) -> int:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    await asyncio.to_thread(_remove_sqlite_files, db_path)
     database_url = f"sqlite+aiosqlite:///{db_path}"
     await asyncio.to_thread(migrations.upgrade, database_url)
     scenario = load_scenario(scenario_path)

@@ -153,15 +153,15 @@ class LocalStack:
         value = await backlog()
         return int(value)
 
-    async def wait_until_settled(self, *, timeout: float = 60.0, quiet_polls: int = 3) -> None:
+    async def wait_until_settled(self, *, within: float = 60.0, quiet_polls: int = 3) -> None:
         """Return once the inbox is empty and every command is final for ``quiet_polls`` polls in a row."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         quiet = 0
         while quiet < quiet_polls:
             inbox, outbox = await self.counts()
             quiet = quiet + 1 if inbox == 0 and outbox == 0 else 0
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"not settled after {timeout:.0f} s: {inbox} inbox events, {outbox} open commands")
+                raise TimeoutError(f"not settled after {within:.0f} s: {inbox} inbox events, {outbox} open commands")
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
