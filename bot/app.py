@@ -57,6 +57,9 @@ class _RuntimeInbox:
     async def dead(self, delivery: Delivery, *, error: str) -> None:
         await self._runtime.inbox.dead(delivery, error=error)
 
+    async def backlog(self) -> int:
+        return await self._runtime.inbox.backlog()
+
     async def close(self) -> None:  # the runtime closes the real inbox
         return None
 

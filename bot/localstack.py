@@ -30,7 +30,7 @@ from bot.fullsync import FullSync, SyncReport
 from bot.runtime import ALL_ROLES, Role, Runtime
 from bot.settings import Settings, load_settings
 from scrm.db import SessionFactory, transaction
-from scrm.models import CommandStatus, InboxEvent, InboxStatus, OutboxCommand
+from scrm.models import CommandStatus, OutboxCommand
 from scrm.sync.staff import upsert_dealer
 
 FINAL_COMMAND_STATES = [s.value for s in CommandStatus if s.is_final]
@@ -128,13 +128,8 @@ class LocalStack:
         return await FullSync(self.runtime.client, self.session_factory, self.state.corp_id).run()
 
     async def counts(self) -> tuple[int, int]:
-        """(inbox events not yet done, outbox commands not yet final)."""
+        """(inbox items not yet settled, outbox commands not yet final)."""
         async with self.session_factory() as session:
-            inbox = (
-                await session.exec(
-                    select(func.count()).select_from(InboxEvent).where(InboxEvent.status == InboxStatus.PENDING.value)
-                )
-            ).one()
             outbox = (
                 await session.exec(
                     select(func.count())
@@ -142,16 +137,7 @@ class LocalStack:
                     .where(col(OutboxCommand.status).not_in(FINAL_COMMAND_STATES))
                 )
             ).one()
-        pending_stream = await self._redis_backlog()
-        return int(inbox) + pending_stream, int(outbox)
-
-    async def _redis_backlog(self) -> int:
-        inbox = self.runtime.inbox
-        backlog = getattr(inbox, "backlog", None)
-        if backlog is None:
-            return 0
-        value = await backlog()
-        return int(value)
+        return await self.runtime.inbox.backlog(), int(outbox)
 
     async def wait_until_settled(self, *, within: float = 60.0, quiet_polls: int = 3) -> None:
         """Return once the inbox is empty and every command is final for ``quiet_polls`` polls in a row."""

@@ -64,6 +64,10 @@ class Inbox(Protocol):
         """Give up on the item (the worker has written the dead letter); later items of its key proceed."""
         ...
 
+    async def backlog(self) -> int:
+        """How many items are neither acked nor dead (health checks, tests, benchmarks)."""
+        ...
+
     async def close(self) -> None: ...
 
 

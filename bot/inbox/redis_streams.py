@@ -334,6 +334,17 @@ class RedisInbox:
         except RedisError as exc:
             raise InboxUnavailable(f"Redis inbox cannot {what} {delivery.ref}: {type(exc).__name__}: {exc}") from exc
 
+    async def backlog(self) -> int:
+        """Entries not yet acked or dead (settled entries are deleted from their stream)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for lane in range(self.partitions):
+                    pipe.xlen(self._stream(lane))
+                lengths = await pipe.execute()
+        except RedisError as exc:
+            raise InboxUnavailable(f"Redis inbox cannot count its backlog: {type(exc).__name__}: {exc}") from exc
+        return int(sum(lengths))
+
     async def close(self) -> None:
         """The Redis client belongs to the caller; nothing of ours stays open."""
         self._held.clear()

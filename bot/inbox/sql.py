@@ -250,6 +250,16 @@ class SqlInbox:
         except _STORE_ERRORS as exc:
             raise InboxUnavailable(f"SQL inbox cannot {what} row {row_id}: {type(exc).__name__}: {exc}") from exc
 
+    async def backlog(self) -> int:
+        """Rows still pending (neither acked nor dead)."""
+        try:
+            async with self._sessions() as session:
+                conn = await session.connection()
+                count = await conn.scalar(select(func.count()).select_from(_TABLE).where(_TABLE.c.status == _PENDING))
+        except _STORE_ERRORS as exc:
+            raise InboxUnavailable(f"SQL inbox cannot count its backlog: {type(exc).__name__}: {exc}") from exc
+        return int(count or 0)
+
     async def close(self) -> None:
         """The engine belongs to the caller; nothing of ours stays open."""
         self._held.clear()

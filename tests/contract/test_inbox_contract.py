@@ -94,6 +94,18 @@ class TestInboxContract:
         other = backend.make(lease_seconds=SHORT_LEASE)
         assert await other.claim("w2", block_ms=int(SHORT_LEASE * 2000)) == []
 
+    async def test_backlog_counts_what_is_not_settled(self, backend: Backend) -> None:
+        inbox = backend.make(lease_seconds=SHORT_LEASE)
+        assert await inbox.backlog() == 0
+        for n in range(3):
+            await inbox.put(item(f"contact:{n}", n))
+        await inbox.put(item("contact:0", 0))  # a duplicate is not counted twice
+        assert await inbox.backlog() == 3
+        first, second, _ = await inbox.claim("w1", block_ms=0)
+        await inbox.ack(first)
+        await inbox.dead(second, error="gave up")
+        assert await inbox.backlog() == 1
+
     async def test_dead_item_never_returns_and_frees_its_key(self, backend: Backend) -> None:
         inbox = backend.make(lease_seconds=SHORT_LEASE)
         await put_all(inbox, [item("contact:a", 1), item("contact:a", 2)])
