@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
+import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,11 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import migrate
 from bot.settings import Settings, load_settings
 from scrm.db import SessionFactory, make_engine, make_session_factory
-from scrm.models import metadata
 
 PG_HOST = os.environ.get("LIANYI_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("LIANYI_TEST_PG_USER", "postgres")
@@ -50,28 +53,40 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-async def _build_template(name: str) -> None:
-    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    engine = create_async_engine(pg_async_url(name))
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
+def _build_pg_template(name: str) -> None:
+    """Create ``name`` and bring it to the head migration (runs in a thread: Alembic runs its own loop)."""
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"'))
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    migrate.upgrade(pg_async_url(name))
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
-    """A PostgreSQL database with every table, cloned by each test (CREATE DATABASE … TEMPLATE)."""
+    """A migrated PostgreSQL database, cloned by each test (CREATE DATABASE … TEMPLATE)."""
     name = f"lianyi_tmpl_{uuid.uuid4().hex[:10]}"
-    _run_in_thread(_build_template(name))
+    _run_in_thread(_build_pg_template, name)
     yield name
-    _run_in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run_in_thread(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def _run_in_thread(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine to completion on its own loop (fixtures may be set up inside a running loop)."""
+def _run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking set-up in its own thread (fixtures may be set up inside a running event loop)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coro).result()
+        return pool.submit(fn, *args).result()
+
+
+_sqlite_template_lock = threading.Lock()
+_sqlite_template_path: list[Path] = []
+
+
+def _sqlite_template() -> Path:
+    """A migrated SQLite file built once per session; tests get copies."""
+    with _sqlite_template_lock:
+        if not _sqlite_template_path:
+            path = Path(tempfile.mkdtemp(prefix="lianyi-sqlite-template-")) / "template.db"
+            _run_in_thread(migrate.upgrade, f"sqlite+aiosqlite:///{path}")
+            _sqlite_template_path.append(path)
+        return _sqlite_template_path[0]
 
 
 async def create_pg_database(template: str) -> str:
@@ -85,17 +100,15 @@ async def drop_pg_database(name: str) -> None:
 
 
 async def create_sqlite_database(path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
-    return url
+    """A fresh migrated SQLite file at ``path`` (a copy of the session's template)."""
+    template = await asyncio.to_thread(_sqlite_template)
+    await asyncio.to_thread(shutil.copyfile, template, path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh database with all tables, on SQLite and on PostgreSQL."""
+    """A fresh migrated database, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         yield await create_sqlite_database(tmp_path / "lianyi-test.db")
         return
