@@ -27,7 +27,7 @@ from bot.inbox.base import Inbox
 from bot.inbox.factory import make_inbox
 from bot.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.outbox.dispatcher import OutboxDispatcher
-from bot.outbox_wakeup import OutboxWakeup
+from bot.outbox.wakeup import OutboxWakeup
 from bot.redis_keys import RedisKeys
 from bot.router import HandlerContext, Router
 from bot.scheduler import LeaderScheduler, maintenance_ticks
@@ -86,13 +86,13 @@ class Runtime:
         self.inbox = make_inbox(s, session_factory=self.session_factory, redis=self.redis)
         self.http = aiohttp.ClientSession()
         self.client = build_wecom_client(s, self.http, self.redis)
-        self.wakeup = OutboxWakeup(self.redis, self.keys.outbox_wakeup())
+        self.wakeup = OutboxWakeup(self.redis, self.keys)
         self.router = Router()
         register_sync_handlers(self.router)
 
         if Role.DISPATCHER in self.roles:
             self.dispatcher = OutboxDispatcher(self.session_factory, self.client, s, instance_id=self.instance_id)
-            self.wakeup.subscribe_local(self.dispatcher.wake)
+            self.wakeup.subscribe_local(self.dispatcher)
             self._spawn("dispatcher", self.dispatcher.run(self._stop))
             self._spawn("outbox-wakeup", self.wakeup.listen(self._stop))
         if Role.WORKER in self.roles:
@@ -155,7 +155,7 @@ class Runtime:
             await self.scheduler.stop()
         tasks = list(self._tasks)
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=10)
+            _, pending = await asyncio.wait(tasks, timeout=10)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

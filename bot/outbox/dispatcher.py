@@ -1,0 +1,376 @@
+"""The outbox dispatcher: claims due commands, runs them through the WeCom client, records a final state.
+
+Life of a command::
+
+    pending ──claim──▶ running ──▶ done      (WeCom accepted it; result stored)
+       ▲                  │  ├────▶ failed    (FatalError: retrying cannot help)
+       │                  │  ├────▶ expired   (its deadline passed, or less than ``deadline_margin`` is left)
+       └──retry/backoff───┘  └────▶ dead      (retries exhausted; a DeadLetter row with source "outbox")
+
+Claiming is one statement on both backends: ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP
+LOCKED) RETURNING …``. On PostgreSQL the row locks let many dispatchers claim side by side without ever
+taking the same row; SQLite ignores ``FOR UPDATE`` and serialises writers, so the conditional UPDATE is the
+claim. A claim sets a lease (``claimed_until``); a command still ``running`` after its lease belongs to a
+crashed process and is claimed again. ``attempts`` is incremented by the claim, so a command that crashes
+its process also ends dead eventually, and it fences the result: a dispatcher whose lease was taken over
+cannot overwrite the new owner's outcome.
+
+Calls run under ``client.deadline(...)``: never past the command's deadline and never later than a
+quarter of the lease before the lease ends, so a rate-limit wait turns into a rescheduled command instead
+of a lease that silently runs out. A claimed command that waited for a free slot until too little of its
+lease is left is released unharmed (its claim does not count as an attempt). Outcomes are written through
+:class:`~bot.outbox.outcomes.OutcomeWriter` (group commit).
+
+Welcome 41051 is decided by the SEND_WELCOME executor (see :mod:`bot.outbox.executors`): failed on the
+first attempt, done ("already sent") after an uncertain earlier attempt; never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.outbox.executors import executor_for
+from bot.outbox.outcomes import OutcomeWriter
+from bot.settings import Settings
+from bot.wecom.client import WeComClient
+from bot.wecom.errors import CredentialError, FatalError, WeComError
+from scrm.db import SessionFactory, transaction
+from scrm.db_types import utcnow
+from scrm.errors import DomainError
+from scrm.models import CommandStatus, DeadLetter, OutboxCommand
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 1.0  # seconds before the first retry; doubles per attempt
+BACKOFF_MAX = 300.0
+BACKOFF_JITTER = 0.25  # up to +25 % so retries of a burst spread out
+LEASE_SAFETY_SHARE = 0.25  # calls must end this share of the lease before the lease does
+MIN_CALL_WINDOW = timedelta(seconds=2)  # a claimed command with less lease left than this is released
+
+_table: Any = OutboxCommand.__table__  # type: ignore[attr-defined]
+
+
+def retry_delay(attempts: int, hint: float | None, rng: random.Random) -> float:
+    """Seconds before the next attempt: exponential backoff, at least the errcode's hint, plus jitter."""
+    base: float = min(BACKOFF_MAX, BACKOFF_BASE * 2.0 ** max(0, attempts - 1))
+    return max(base, hint or 0.0) * (1.0 + rng.uniform(0.0, BACKOFF_JITTER))
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        client: WeComClient,
+        settings: Settings,
+        *,
+        instance_id: str,
+        lease_seconds: float = 60,
+        batch: int = 32,
+        concurrency: int = 16,
+        clock: Callable[[], datetime] = utcnow,
+        poll_interval: float = 0.5,
+        deadline_margin: float = 1.0,
+    ) -> None:
+        if lease_seconds < 10:
+            raise ValueError("lease_seconds must be at least 10 (calls get three quarters of it)")
+        self._sessions = session_factory
+        self._client = client
+        self._max_attempts = settings.outbox_max_attempts
+        self._instance_id = instance_id
+        self._lease = timedelta(seconds=lease_seconds)
+        self._batch = batch
+        self._concurrency = concurrency
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._deadline_margin = timedelta(seconds=deadline_margin)
+        self._wakeup = asyncio.Event()
+        self._rng = random.Random()
+        self._inflight: set[asyncio.Task[None]] = set()  # claimed commands, running or waiting for a slot
+        self._slots = asyncio.Semaphore(concurrency)
+        self._outcomes = OutcomeWriter(session_factory)
+        self._backlog = False
+
+    def wake(self) -> None:
+        """New commands were committed: claim now instead of at the next poll."""
+        self._wakeup.set()
+
+    # --- loop -------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run commands until ``stop`` is set; then let the claimed ones finish.
+
+        Up to ``concurrency`` commands run at once and up to one more ``batch`` waits claimed, so claims are
+        batched under load (one claim per command would cap throughput at one DB commit per command)
+        while an idle dispatcher claims a single new command the moment it is woken.
+        """
+        stop_watcher = asyncio.create_task(self._wake_when(stop))
+        try:
+            while not stop.is_set():
+                self._wakeup.clear()
+                room = self._concurrency + self._batch - len(self._inflight)
+                want = min(self._batch, room)
+                idle_slot = len(self._inflight) < self._concurrency
+                if want > 0 and (idle_slot or want >= self._batch // 2):
+                    claimed = await self._claim_or_log(want)
+                    for command in claimed:
+                        self._spawn(command)
+                    self._backlog = len(claimed) == want
+                    if self._backlog:
+                        continue  # more may be due right now
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wakeup.wait()
+        finally:
+            stop_watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await stop_watcher
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim one batch, run it (at most ``concurrency`` at a time) and return how many were claimed."""
+        claimed = await self._claim(self._batch)
+        await asyncio.gather(*(self._run_in_slot(command) for command in claimed))
+        return len(claimed)
+
+    async def _wake_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wakeup.set()
+
+    def _spawn(self, command: OutboxCommand) -> None:
+        task = asyncio.create_task(self._run_in_slot(command), name=f"outbox:{command.id}")
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._backlog:
+            self._wakeup.set()  # the last claim was full: more commands are probably due
+
+    async def _run_in_slot(self, command: OutboxCommand) -> None:
+        async with self._slots:
+            await self._run_guarded(command)
+
+    async def _claim_or_log(self, limit: int) -> list[OutboxCommand]:
+        try:
+            return await self._claim(limit)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("outbox claim failed; retrying at the next poll", extra={"error": repr(exc)})
+            return []
+
+    # --- claiming ---------------------------------------------------------------------------------------
+
+    async def _claim(self, limit: int) -> list[OutboxCommand]:
+        now = self._clock()
+        due = or_(
+            and_(_table.c.status == CommandStatus.PENDING.value, _table.c.not_before <= now),
+            and_(_table.c.status == CommandStatus.RUNNING.value, _table.c.claimed_until < now),
+        )
+        ids = (
+            select(_table.c.id)
+            .where(due)
+            .order_by(_table.c.not_before, _table.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(_table)
+            .where(_table.c.id.in_(ids))
+            .values(
+                status=CommandStatus.RUNNING.value,
+                claimed_by=self._instance_id,
+                claimed_until=now + self._lease,
+                attempts=_table.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(*_table.c)
+        )
+        async with transaction(self._sessions) as session:
+            conn = await session.connection()
+            rows = (await conn.execute(stmt)).mappings().all()
+        commands = [OutboxCommand(**row) for row in rows]
+        for command in commands:
+            if command.attempts > 1:
+                log.info(
+                    "outbox command claimed again",
+                    extra={"command_id": command.id, "kind": command.kind, "attempts": command.attempts},
+                )
+        return commands
+
+    # --- running one command ----------------------------------------------------------------------------
+
+    async def _run_guarded(self, command: OutboxCommand) -> None:
+        try:
+            await self._run(command)
+        except Exception as exc:
+            # The outcome could not be written; the lease will lapse and the command is claimed again.
+            log.error(
+                "outbox outcome not recorded; command will be reclaimed after its lease",
+                extra={"command_id": command.id, "kind": command.kind, "error": repr(exc)},
+            )
+
+    async def _run(self, command: OutboxCommand) -> None:
+        now = self._clock()
+        if command.deadline is not None and command.deadline - now < self._deadline_margin:
+            await self._finish(command, CommandStatus.EXPIRED, error="deadline passed before the call could start")
+            return
+        executor = executor_for(command.kind)
+        if executor is None:
+            await self._finish(command, CommandStatus.FAILED, error=f"unknown command kind {command.kind!r}")
+            return
+        assert command.claimed_until is not None
+        call_deadline = command.claimed_until - self._lease * LEASE_SAFETY_SHARE
+        if call_deadline - now < MIN_CALL_WINDOW:  # it waited too long for a slot: let it go, unharmed
+            await self._release(command)
+            return
+        if command.deadline is not None:
+            call_deadline = min(call_deadline, command.deadline)
+        try:
+            with self._client.deadline(call_deadline.timestamp()):
+                result = await executor(self._client, command, self._sessions)
+        except CredentialError as exc:  # our configuration, not the command: keep it for a replay
+            await self._retry(command, str(exc), exc.errcode, exc.retry_after)
+        except FatalError as exc:
+            await self._finish(command, CommandStatus.FAILED, errcode=exc.errcode, error=str(exc))
+        except WeComError as exc:  # retryable, rate limited, or a token still refused after one refresh
+            await self._retry(command, str(exc), exc.errcode, exc.retry_after)
+        except DomainError as exc:
+            await self._finish(command, CommandStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a database conflict while applying a fetch, or a bug: retry, then dead
+            log.exception("outbox executor crashed", extra={"command_id": command.id, "kind": command.kind})
+            await self._retry(command, f"{type(exc).__name__}: {exc}", None, None)
+        else:
+            await self._finish(command, CommandStatus.DONE, result=result)
+
+    async def _retry(self, command: OutboxCommand, error: str, errcode: int | None, hint: float | None) -> None:
+        if command.attempts >= self._max_attempts:
+            await self._finish(command, CommandStatus.DEAD, errcode=errcode, error=error)
+            return
+        now = self._clock()
+        not_before = now + timedelta(seconds=retry_delay(command.attempts, hint, self._rng))
+        if command.deadline is not None and not_before > command.deadline - self._deadline_margin:
+            await self._finish(
+                command, CommandStatus.EXPIRED, errcode=errcode, error=f"retry would miss the deadline: {error}"
+            )
+            return
+        changed = await self._update(
+            command,
+            status=CommandStatus.PENDING.value,
+            not_before=not_before,
+            claimed_by=None,
+            claimed_until=None,
+            last_errcode=errcode,
+            last_error=error,
+            updated_at=now,
+        )
+        if changed:
+            log.warning(
+                "outbox command will be retried",
+                extra={
+                    "command_id": command.id,
+                    "kind": command.kind,
+                    "attempts": command.attempts,
+                    "errcode": errcode,
+                    "delay": round((not_before - now).total_seconds(), 3),
+                    "error": error,
+                },
+            )
+
+    async def _release(self, command: OutboxCommand) -> None:
+        """Give an unstarted command back (its claim does not count as an attempt)."""
+        now = self._clock()
+        await self._update(
+            command,
+            status=CommandStatus.PENDING.value,
+            claimed_by=None,
+            claimed_until=None,
+            attempts=command.attempts - 1,
+            updated_at=now,
+        )
+
+    async def _finish(
+        self,
+        command: OutboxCommand,
+        status: CommandStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        errcode: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        now = self._clock()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "claimed_until": None,
+            "updated_at": now,
+            "finished_at": now,
+        }
+        if result is not None:
+            values["result"] = result
+        if errcode is not None or error is not None:
+            values["last_errcode"] = errcode
+            values["last_error"] = error
+        dead_letter = None
+        if status is CommandStatus.DEAD:
+            dead_letter = DeadLetter(
+                corp_id=command.corp_id,
+                source="outbox",
+                ref=command.idempotency_key,
+                event_type=command.kind,
+                payload=dict(command.payload),
+                error=error or "",
+                attempts=command.attempts,
+                created_at=now,
+            )
+        changed = await self._update(command, dead_letter=dead_letter, **values)
+        if changed:
+            level = logging.INFO if status is CommandStatus.DONE else logging.WARNING
+            log.log(
+                level,
+                "outbox command %s",
+                status.value,
+                extra={
+                    "command_id": command.id,
+                    "kind": command.kind,
+                    "key": command.idempotency_key,
+                    "attempts": command.attempts,
+                    "errcode": errcode,
+                    "error": error,
+                },
+            )
+
+    async def _update(self, command: OutboxCommand, *, dead_letter: DeadLetter | None = None, **values: Any) -> bool:
+        """Write the outcome if we still own the claim (same instance, same attempt). False if we lost it."""
+        params = {f"set_{name}": value for name, value in values.items()}
+        params.update(claim_id=command.id, claim_owner=self._instance_id, claim_attempts=command.attempts)
+        changed = await self._outcomes.write(_fenced_update(tuple(sorted(values))), params, dead_letter)
+        if not changed:
+            log.warning(
+                "outbox claim lost before the outcome was written; another dispatcher owns the command",
+                extra={"command_id": command.id, "kind": command.kind, "attempts": command.attempts},
+            )
+        return changed
+
+
+@functools.cache
+def _fenced_update(columns: tuple[str, ...]) -> Any:
+    """``UPDATE outbox_commands SET <columns> WHERE`` the claim is still ours; built once per column set."""
+    return (
+        update(_table)
+        .where(
+            _table.c.id == bindparam("claim_id"),
+            _table.c.status == CommandStatus.RUNNING.value,
+            _table.c.claimed_by == bindparam("claim_owner"),
+            _table.c.attempts == bindparam("claim_attempts"),
+        )
+        .values({name: bindparam(f"set_{name}", type_=_table.c[name].type) for name in columns})
+    )
