@@ -91,7 +91,9 @@ class Runtime:
         register_sync_handlers(self.router)
 
         if Role.DISPATCHER in self.roles:
-            self.dispatcher = OutboxDispatcher(self.session_factory, self.client, s, instance_id=self.instance_id)
+            self.dispatcher = OutboxDispatcher(
+                self.session_factory, self.client, s, instance_id=self.instance_id, lease_seconds=s.outbox_lease_seconds
+            )
             self.wakeup.subscribe_local(self.dispatcher)
             self._spawn("dispatcher", self.dispatcher.run(self._stop))
             self._spawn("outbox-wakeup", self.wakeup.listen(self._stop))

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="lianyi", description="Prefix of every Redis key")
     inbox_partitions: int = Field(default=16, ge=1, le=1024, description="Inbox partitions (ordering lanes)")
     worker_max_attempts: int = Field(default=8, ge=1, description="Handler attempts before dead-lettering")
+    outbox_lease_seconds: float = Field(
+        default=60.0, ge=10, le=600, description="How long a claimed command is ours before a crash hands it on"
+    )
     outbox_max_attempts: int = Field(default=10, ge=1, description="Command attempts before it is dead")
     api_rate_per_minute: int = Field(
         default=6000, ge=1, le=10000, description="Calls per minute per API path (WeCom allows 10,000)"

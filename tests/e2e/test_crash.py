@@ -58,6 +58,7 @@ def _env(stack: LocalStack, instance: str) -> dict[str, str]:
             "LIANYI_LOG_JSON": "false",
             "LIANYI_LOG_LEVEL": "WARNING",
             "LIANYI_GROUP_REFETCH_DELAY": "0.2",
+            "LIANYI_OUTBOX_LEASE_SECONDS": "10",
         }
     )
     return env
