@@ -121,6 +121,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
+async def pg_url(pg_template: str) -> AsyncIterator[str]:
+    """A fresh migrated PostgreSQL database (for tests that need several processes on one database)."""
+    name = await create_pg_database(pg_template)
+    try:
+        yield pg_async_url(name)
+    finally:
+        await drop_pg_database(name)
+
+
+@pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     eng = make_engine(database_url)
     try:

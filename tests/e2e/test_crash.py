@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,12 @@ from redis.exceptions import ResponseError
 from bot.emulator.scenario import load_scenario
 from bot.localstack import LocalStack
 from bot.runtime import Role
-from tests.conftest import create_pg_database, drop_pg_database, pg_async_url
 from tests.e2e.db_view import comparable, database_snapshot, diff
 
 pytestmark = pytest.mark.slow
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 CUSTOMERS = 150
-
-
-@pytest.fixture
-async def pg_url(pg_template: str) -> AsyncIterator[str]:
-    name = await create_pg_database(pg_template)
-    try:
-        yield pg_async_url(name)
-    finally:
-        await drop_pg_database(name)
 
 
 def _env(stack: LocalStack, instance: str) -> dict[str, str]:

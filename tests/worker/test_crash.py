@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ from bot.inbox.redis_streams import RedisInbox
 from bot.inbox.sql import SqlInbox
 from bot.redis_keys import RedisKeys
 from scrm.db import make_engine, make_session_factory
-from tests.conftest import create_pg_database, drop_pg_database, pg_async_url
 from tests.worker.callbacks import contact_added, inbox_item
 
 SCRIPT = Path(__file__).with_name("crash_worker.py")
@@ -28,15 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 LEASE = 1.0
 CONTACTS = 8
 EVENTS_PER_CONTACT = 3
-
-
-@pytest.fixture
-async def pg_url(pg_template: str) -> AsyncIterator[str]:
-    name = await create_pg_database(pg_template)
-    try:
-        yield pg_async_url(name)
-    finally:
-        await drop_pg_database(name)
 
 
 class WorkerProcess:
