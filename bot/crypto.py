@@ -19,14 +19,14 @@ import secrets
 import struct
 
 from wechatpy.crypto.pkcs7 import PKCS7Encoder
-from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.work.crypto import PrpCrypto
-from wechatpy.work.exceptions import InvalidCorpIdException
 
 from scrm.errors import LianyiError, SettingsError
 
 _AES_BLOCK = 16
 _RANDOM_LEN = 16
+# The valid PKCS#7 tails (block 32), indexed by the pad byte; index 0 is never valid.
+_PADDINGS = [b""] + [bytes([n]) * n for n in range(1, PKCS7Encoder.block_size + 1)]
 
 
 class CallbackRejected(LianyiError):
@@ -100,6 +100,7 @@ class CallbackCrypto:
         self._token = token
         self._key = key
         self._receive_id = receive_id
+        self._receive_id_bytes = receive_id.encode("utf-8")
         self._prp = PrpCrypto(key)
 
     @property
@@ -126,31 +127,36 @@ class CallbackCrypto:
     # ---- AES ----------------------------------------------------------------------------------------
 
     def decrypt(self, encrypt_b64: str) -> str:
-        """Decrypt and return the message; the embedded receive id must be ours."""
+        """Decrypt and return the message; the embedded receive id must be ours.
+
+        One base64 decode and one AES pass (wechatpy's ``PrpCrypto.decrypt`` would decode and decrypt again
+        after our structure checks, and it slices garbage silently, so we unpack the layout ourselves).
+        """
         try:
             raw = base64.b64decode(encrypt_b64.strip(), validate=True)
         except (binascii.Error, ValueError):
             raise DecryptFailed("ciphertext is not valid base64") from None
         if not raw or len(raw) % _AES_BLOCK:
             raise DecryptFailed(f"ciphertext is {len(raw)} bytes, not a positive multiple of {_AES_BLOCK}")
-        # Structure checks wechatpy skips (it would slice garbage silently): padding and length prefix.
-        plain = self._prp.cipher.decrypt(raw)
+        plain: bytes = self._prp.cipher.decrypt(raw)
         pad = plain[-1]
-        if not 1 <= pad <= PKCS7Encoder.block_size or plain[-pad:] != bytes([pad]) * pad:
+        if not 1 <= pad <= PKCS7Encoder.block_size or not plain.endswith(_PADDINGS[pad]):
             raise DecryptFailed("bad PKCS#7 padding (wrong key or corrupted ciphertext)")
-        body = plain[_RANDOM_LEN:-pad]
-        if len(body) < 4:
+        end = len(plain) - pad
+        if end - _RANDOM_LEN < 4:
             raise DecryptFailed("plaintext too short for the length prefix")
-        (msg_len,) = struct.unpack(">I", body[:4])
-        if msg_len > len(body) - 4:
-            raise DecryptFailed(f"length prefix {msg_len} exceeds the {len(body) - 4} bytes present")
+        msg_start = _RANDOM_LEN + 4
+        msg_end = msg_start + int.from_bytes(plain[_RANDOM_LEN:msg_start], "big")
+        if msg_end > end:
+            raise DecryptFailed(f"length prefix {msg_end - msg_start} exceeds the {end - msg_start} bytes present")
         try:
-            return str(self._prp.decrypt(encrypt_b64.strip(), self._receive_id))
-        except (InvalidCorpIdException, InvalidAppIdException):
-            found = body[4 + msg_len :].decode("utf-8", "replace")
-            raise WrongReceiver(f"receive id {found[:64]!r} is not {self._receive_id!r}") from None
+            message = plain[msg_start:msg_end].decode("utf-8")
+            receive_id = plain[msg_end:end]
+            if receive_id != self._receive_id_bytes:
+                raise WrongReceiver(f"receive id {receive_id.decode('utf-8')[:64]!r} is not {self._receive_id!r}")
         except UnicodeDecodeError:
             raise DecryptFailed("message is not UTF-8") from None
+        return message
 
     def encrypt(self, plaintext: str, *, nonce: str, timestamp: str, random16: bytes | None = None) -> tuple[str, str]:
         """Encrypt ``plaintext`` for our receive id; return (base64 ciphertext, msg_signature)."""

@@ -16,6 +16,7 @@ events alike get an empty 200, so WeCom stops retrying.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError as SqlInterfaceError
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 GET_PARAMS = ("msg_signature", "timestamp", "nonce", "echostr")
 POST_PARAMS = ("msg_signature", "timestamp", "nonce")
-_READ_CHUNK = 64 * 1024
+_METHOD_LABELS = frozenset({"GET", "POST"})
 
 # HTTP status of each verification failure (bad input is 400, an unauthenticated or foreign message 403).
 _STATUS_BY_REJECTION: dict[type[CallbackRejected], int] = {
@@ -154,7 +156,7 @@ class CallbackEdge:
 
     async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        method = request.method if request.method in ("GET", "POST") else "other"
+        method = request.method if request.method in _METHOD_LABELS else "other"
         try:
             response, outcome = await self._respond(request)
         except CallbackRefused as exc:
@@ -162,8 +164,8 @@ class CallbackEdge:
         except Exception as exc:  # never a 500; logged with its traceback so tests and operators see it
             refusal = CallbackRefused(400, "internal_error", f"unexpected {exc!r}", cause=exc)
             response, outcome = _refuse(refusal, request), refusal.reason
-        CALLBACKS.labels(method=method, outcome=outcome).inc()
-        CALLBACK_ACK_SECONDS.labels(method=method).observe(time.perf_counter() - started)
+        _callback_counter(method, outcome).inc()
+        _ack_histogram(method).observe(time.perf_counter() - started)
         return response
 
     async def _respond(self, request: web.Request) -> tuple[web.Response, str]:
@@ -183,12 +185,29 @@ class CallbackEdge:
             raise CallbackRefused(413, "body_too_large", f"Content-Length {declared} exceeds {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        content = request.content
+        while chunk := await content.readany():  # the whole body at once when it came in one packet
             size += len(chunk)
             if size > limit:
                 raise CallbackRefused(413, "body_too_large", f"body exceeds {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@functools.cache
+def _callback_counter(method: str, outcome: str) -> Counter:
+    """The labelled child of ``lianyi_callbacks_total`` (looked up once per method and outcome)."""
+    return CALLBACKS.labels(method=method, outcome=outcome)
+
+
+@functools.cache
+def _ack_histogram(method: str) -> Histogram:
+    return CALLBACK_ACK_SECONDS.labels(method=method)
+
+
+@functools.cache
+def _event_counter(event_type: str) -> Counter:
+    return CALLBACK_EVENTS.labels(event_type=event_type)
 
 
 def _require(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
@@ -223,9 +242,16 @@ def _refuse(exc: CallbackRefused, request: web.Request) -> web.Response:
 
 
 def _log_accepted(accepted: Accepted) -> None:
+    """Count the event; log unknown events (WARNING) and duplicates (INFO), stored ones only at DEBUG.
+
+    Stored events are counted in ``lianyi_callback_events_total`` and kept in the inbox; an INFO line for
+    each would cost more CPU than the rest of the request (JSON formatting), hence DEBUG.
+    """
     event = accepted.event
     if accepted.new:
-        CALLBACK_EVENTS.labels(event_type=event.event_type).inc()
+        _event_counter(event.event_type).inc()
+        if not isinstance(event, UnknownEvent) and not log.isEnabledFor(logging.DEBUG):
+            return
     extra = {"event_type": event.event_type, "dedup_key": event.dedup_key, "new": accepted.new}
     if isinstance(event, UnknownEvent):
         log.warning(
@@ -235,5 +261,7 @@ def _log_accepted(accepted: Accepted) -> None:
             event.change_type,
             extra=extra,
         )
+    elif accepted.new:
+        log.debug("callback stored: %s", event.event_type, extra=extra)
     else:
-        log.info("callback %s: %s", "stored" if accepted.new else "duplicate", event.event_type, extra=extra)
+        log.info("callback duplicate: %s", event.event_type, extra=extra)
