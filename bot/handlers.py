@@ -35,7 +35,7 @@ from bot.events import (
     WeComEvent,
 )
 from bot.router import HandlerContext, Router
-from scrm.db import transaction
+from scrm.db import write_transaction
 from scrm.sync import contacts, groups, tags
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _service_handler(cls: type[WeComEvent], apply: Apply) -> Handler:
     async def handle(event: WeComEvent, ctx: HandlerContext) -> None:
         if not isinstance(event, cls):
             raise TypeError(f"{cls.event_type} handler got {type(event).__name__}")
-        async with transaction(ctx.session_factory) as session:
+        async with write_transaction(ctx.session_factory) as session:
             await apply(session, event, ctx)
         ctx.notify_outbox()
 

@@ -25,7 +25,7 @@ from sqlmodel import select
 from bot.events import parse_event
 from bot.inbox.base import Delivery, Inbox
 from bot.router import HandlerContext, Router
-from scrm.db import transaction
+from scrm.db import write_transaction
 from scrm.errors import LianyiError
 from scrm.models import DeadLetter
 
@@ -180,7 +180,7 @@ class Worker:
 
     async def _write_dead_letter(self, delivery: Delivery, error: str, attempt: int) -> None:
         item = delivery.item
-        async with transaction(self._ctx.session_factory) as session:
+        async with write_transaction(self._ctx.session_factory) as session:
             # After a crash between this insert and inbox.dead the item comes back once more: keep one row.
             existing = await session.exec(
                 select(DeadLetter.id).where(

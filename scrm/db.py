@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,3 +52,74 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any exception."""
     async with factory() as session, session.begin():
         yield session
+
+
+class _WriteTurns:
+    """A FIFO lock with two queues: a waiting urgent writer goes before every waiting background writer."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, urgent: bool) -> None:
+        if not self._busy and not self._urgent and not self._background:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._background).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # the turn was handed to us just before the cancel
+                self.release()
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._background):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # ownership passes on; _busy stays True
+                    return
+        self._busy = False
+
+
+# One writer queue per SQLite engine (and event loop): see write_transaction.
+_sqlite_writers: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, _WriteTurns]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sqlite_turns(factory: SessionFactory) -> _WriteTurns | None:
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+        return None
+    loop = asyncio.get_running_loop()
+    entry = _sqlite_writers.get(bind.sync_engine)
+    if entry is None or entry[0] is not loop:
+        entry = (loop, _WriteTurns())
+        _sqlite_writers[bind.sync_engine] = entry
+    return entry[1]
+
+
+@asynccontextmanager
+async def write_transaction(factory: SessionFactory, *, urgent: bool = True) -> AsyncIterator[AsyncSession]:
+    """:func:`transaction` for a hot unit of work that writes (inbox, handlers, outbox).
+
+    On SQLite the file has one writer at a time; writers of one process that fight for it wait in SQLite's
+    busy handler, which sleeps in steps of up to 100 ms. Here they take turns in process instead (no
+    sleeping), and ``urgent=False`` work (background fetches) lets every waiting urgent writer go first.
+    Never nest it (turns are not re-entrant). PostgreSQL: plain :func:`transaction`.
+    """
+    turns = _sqlite_turns(factory)
+    if turns is None:
+        async with transaction(factory) as session:
+            yield session
+        return
+    await turns.acquire(urgent)
+    try:
+        async with transaction(factory) as session:
+            yield session
+    finally:
+        turns.release()

@@ -4,8 +4,10 @@ Design
 ------
 * Lanes: one stream per partition, ``crc32(ordering_key) % partitions``, read through one consumer group.
   Every item of an ordering key lands in the same stream, in arrival order.
-* ``put`` is one Lua script: ``SET dedup NX EX ttl`` then ``XADD``; if the XADD fails the dedup key is
-  deleted again, so a refused event is not remembered as seen and WeCom's retry can still get in.
+* ``put`` is one Lua script per item: ``SET dedup NX EX ttl`` then ``XADD``; if the XADD fails the dedup key
+  is deleted again, so a refused event is not remembered as seen and WeCom's retry can still get in.
+  Concurrent puts go out as one pipeline (one round trip, one pooled connection); each caller is answered
+  with its own item's result, only after that item is stored.
 * States of a stream entry once the group has read it (it stays in the group's pending list until it is
   acked or dead, then it is XACKed and XDELed):
 
@@ -25,6 +27,8 @@ Design
   does not reset the count.
 * Waiting: an empty claim blocks in ``XREAD`` on every lane plus a wake-up stream that ``ack``/``dead``
   append to, bounded by the next retry or lease expiry and ``block_ms``.
+* Settling: concurrent acks/deads share one MULTI pipeline (XACK, XDEL, ZREM, HDEL per entry) and one
+  wake-up entry, instead of one round trip and one wake-up entry each.
 * Every process must use the same ``partitions`` (``LIANYI_INBOX_PARTITIONS``); change it only on a
   drained inbox, or entries in lanes beyond the new count are never read.
 * Limits: the pending-list walk looks at ``scan_limit`` entries per lane; entries parked behind more
@@ -42,6 +46,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.inbox.base import Delivery, InboxItem, InboxUnavailable, partition_for
+from bot.inbox.sql import GroupCommit
 from bot.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -212,6 +217,8 @@ class RedisInbox:
         self._groups_ready = False
         self._start_lane = 0
         self._held: dict[str, str] = {}  # ref → consumer, for lease renewal
+        self._settles: GroupCommit[str, None] = GroupCommit(self._settle_batch)
+        self._puts: GroupCommit[tuple[list[str], list[Any]], bool] = GroupCommit(self._put_batch)
 
     def _stream(self, lane: int) -> str:
         return self._keys.inbox_stream(lane)
@@ -224,14 +231,19 @@ class RedisInbox:
         for name in _FIELDS:
             value = getattr(item, name)
             fields += [name, json.dumps(value, ensure_ascii=False) if name == "payload" else value]
+        keys = [self._keys.inbox_dedup(item.dedup_key), self._stream(lane)]
         try:
-            added = await self._put_script(
-                keys=[self._keys.inbox_dedup(item.dedup_key), self._stream(lane)],
-                args=[self._dedup_ttl, *fields],
-            )
+            return await self._puts.submit((keys, [self._dedup_ttl, *fields]))
         except RedisError as exc:
             raise InboxUnavailable(f"Redis inbox cannot store {item.dedup_key}: {type(exc).__name__}: {exc}") from exc
-        return bool(int(added))
+
+    async def _put_batch(self, calls: list[tuple[list[str], list[Any]]]) -> list[bool | Exception]:
+        """Run the put script once per item, all in one pipeline (no MULTI: each item stands alone)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._put_script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, Exception) else bool(int(reply)) for reply in replies]
 
     # ---- claim ---------------------------------------------------------------------------------------
 
@@ -300,10 +312,6 @@ class RedisInbox:
 
     # ---- settle --------------------------------------------------------------------------------------
 
-    def _split(self, delivery: Delivery) -> tuple[str, str]:
-        lane, entry_id = delivery.ref.split("/", 1)
-        return self._stream(int(lane)), entry_id
-
     async def ack(self, delivery: Delivery) -> None:
         await self._finish(delivery, "ack")
 
@@ -319,20 +327,27 @@ class RedisInbox:
             raise InboxUnavailable(f"Redis inbox cannot retry {delivery.ref}: {type(exc).__name__}: {exc}") from exc
 
     async def _finish(self, delivery: Delivery, what: str) -> None:
-        stream, entry_id = self._split(delivery)
         # Settled or not, this process stops renewing the lease: if Redis refused, the entry comes back
         # after the lease instead of staying claimed for as long as this process lives.
         self._held.pop(delivery.ref, None)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(stream, self._group, entry_id)
-                pipe.xdel(stream, entry_id)
-                pipe.zrem(self._keys.inbox_delayed(), delivery.ref)
-                pipe.hdel(self._keys.inbox_attempts(), delivery.ref)
-                pipe.xadd(self._keys.inbox_wakeup(), {"ref": delivery.ref}, maxlen=64, approximate=True)
-                await pipe.execute()
+            await self._settles.submit(delivery.ref)
         except RedisError as exc:
             raise InboxUnavailable(f"Redis inbox cannot {what} {delivery.ref}: {type(exc).__name__}: {exc}") from exc
+
+    async def _settle_batch(self, refs: list[str]) -> list[Exception | None]:
+        """Remove settled entries for good, all in one MULTI pipeline with one wake-up entry."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for ref in refs:
+                lane, entry_id = ref.split("/", 1)
+                stream = self._stream(int(lane))
+                pipe.xack(stream, self._group, entry_id)
+                pipe.xdel(stream, entry_id)
+                pipe.zrem(self._keys.inbox_delayed(), ref)
+                pipe.hdel(self._keys.inbox_attempts(), ref)
+            pipe.xadd(self._keys.inbox_wakeup(), {"ref": refs[-1]}, maxlen=64, approximate=True)
+            await pipe.execute()
+        return [None] * len(refs)
 
     async def backlog(self) -> int:
         """Entries not yet acked or dead (settled entries are deleted from their stream)."""

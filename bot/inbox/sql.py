@@ -21,6 +21,10 @@ Design
   become claimable again after the lease.
 * ``partition`` (CRC-32 of the ordering key) is stored like the Redis backend's lane, for backlog metrics;
   claims do not need it.
+* Group commit: concurrent ``put``s share one transaction (one INSERT per item, each caller learns whether
+  its own item was new; a failed batch is retried item by item so one bad item cannot refuse the others),
+  and concurrent acks become one ``UPDATE … WHERE id IN (…)``. On SQLite, where every commit takes the
+  single write lock, this is what keeps the edge and the worker from queueing behind each other.
 * Waiting: an empty claim waits for a local put/ack/dead, the next retry or lease expiry, or ``block_ms``
   — whichever comes first. Puts by other processes are seen at the latest after ``block_ms``.
 """
@@ -31,8 +35,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table, and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,7 +45,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.inbox.base import Delivery, InboxItem, InboxUnavailable, partition_for
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.models import InboxEvent, InboxStatus
 
@@ -49,6 +54,47 @@ log = logging.getLogger(__name__)
 _TABLE: Table = InboxEvent.__table__  # type: ignore[attr-defined]
 _PENDING = InboxStatus.PENDING.value
 _STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Queue items; one flusher at a time hands everything queued so far to ``flush`` (one transaction).
+
+    ``flush`` returns one outcome per item, in order: a result, or the exception that item's caller gets. If
+    ``flush`` raises, every caller of that batch gets the error.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R | Exception]]]) -> None:
+        self._flush = flush
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._run(), name="sql-inbox:group-commit")
+        return await asyncio.shield(done)
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
 
 
 class _Signal:
@@ -78,6 +124,8 @@ class SqlInbox:
         self.lease_seconds = lease_seconds
         self._held: dict[int, str] = {}  # row id → consumer, for lease renewal
         self._signal = _Signal()
+        self._puts: GroupCommit[dict[str, Any], bool] = GroupCommit(self._insert_batch)
+        self._acks: GroupCommit[int, None] = GroupCommit(self._ack_batch)
 
     # ---- put -----------------------------------------------------------------------------------------
 
@@ -96,18 +144,38 @@ class SqlInbox:
             "received_at": now,
         }
         try:
-            async with transaction(self._sessions) as session:
-                dialect = session.get_bind().dialect.name
-                insert = pg_insert if dialect == "postgresql" else sqlite_insert
-                stmt = insert(_TABLE).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-                conn = await session.connection()
-                result = await conn.execute(stmt)
-                created = bool(result.rowcount)
+            created = await self._puts.submit(values)
         except _STORE_ERRORS as exc:
             raise InboxUnavailable(f"SQL inbox cannot store {item.dedup_key}: {type(exc).__name__}: {exc}") from exc
         if created:
             self._signal.fire()
         return created
+
+    async def _insert_batch(self, rows: list[dict[str, Any]]) -> list[bool | Exception]:
+        """Insert the rows in one transaction (True per new row); if that fails, each in its own."""
+        try:
+            return list(await self._insert(rows))
+        except _STORE_ERRORS:
+            if len(rows) == 1:
+                raise
+        outcomes: list[bool | Exception] = []
+        for row in rows:  # one bad row must not refuse the others; its error reaches its own caller only
+            try:
+                outcomes.extend(await self._insert([row]))
+            except _STORE_ERRORS as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[bool]:
+        async with write_transaction(self._sessions) as session:
+            dialect = session.get_bind().dialect.name
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            conn = await session.connection()
+            results = []
+            for values in rows:
+                stmt = insert(_TABLE).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+                results.append(bool((await conn.execute(stmt)).rowcount))
+        return results
 
     # ---- claim ---------------------------------------------------------------------------------------
 
@@ -129,7 +197,7 @@ class SqlInbox:
         until = now + timedelta(seconds=self.lease_seconds)
         held = [row_id for row_id, owner in self._held.items() if owner == consumer]
         try:
-            async with transaction(self._sessions) as session:
+            async with write_transaction(self._sessions) as session:
                 conn = await session.connection()
                 if held:
                     await conn.execute(
@@ -208,9 +276,6 @@ class SqlInbox:
 
     # ---- settle --------------------------------------------------------------------------------------
 
-    async def ack(self, delivery: Delivery) -> None:
-        await self._finish(delivery, InboxStatus.DONE, error=None)
-
     async def dead(self, delivery: Delivery, *, error: str) -> None:
         await self._finish(delivery, InboxStatus.DEAD, error=error)
 
@@ -223,6 +288,25 @@ class SqlInbox:
             "last_error": error,
         }
         await self._update(row_id, values, what="retry")
+
+    async def ack(self, delivery: Delivery) -> None:
+        row_id = int(delivery.ref)
+        self._held.pop(row_id, None)  # see _update
+        try:
+            await self._acks.submit(row_id)
+        except _STORE_ERRORS as exc:
+            raise InboxUnavailable(f"SQL inbox cannot ack row {row_id}: {type(exc).__name__}: {exc}") from exc
+        self._signal.fire()
+
+    async def _ack_batch(self, row_ids: list[int]) -> list[Exception | None]:
+        """Mark the rows done in one statement (rows no longer pending are left as they are)."""
+        values = {"status": InboxStatus.DONE.value, "claimed_by": None, "claimed_until": None, "processed_at": utcnow()}
+        async with write_transaction(self._sessions) as session:
+            conn = await session.connection()
+            await conn.execute(
+                update(_TABLE).where(_TABLE.c.id.in_(row_ids), _TABLE.c.status == _PENDING).values(**values)
+            )
+        return [None] * len(row_ids)
 
     async def _finish(self, delivery: Delivery, status: InboxStatus, *, error: str | None) -> None:
         row_id = int(delivery.ref)
@@ -242,7 +326,7 @@ class SqlInbox:
         # back after the lease instead of staying claimed for as long as this process lives.
         self._held.pop(row_id, None)
         try:
-            async with transaction(self._sessions) as session:
+            async with write_transaction(self._sessions) as session:
                 conn = await session.connection()
                 await conn.execute(
                     update(_TABLE).where(_TABLE.c.id == row_id, _TABLE.c.status == _PENDING).values(**values)

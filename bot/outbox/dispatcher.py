@@ -21,6 +21,13 @@ of a lease that silently runs out. A claimed command that waited for a free slot
 lease is left is released unharmed (its claim does not count as an attempt). Outcomes are written through
 :class:`~bot.outbox.outcomes.OutcomeWriter` (group commit).
 
+Urgency: a command with a ``deadline`` (a welcome message: 20 s) is *urgent*. Claims take urgent commands
+first (earliest deadline first) and the two classes run in separate slot pools: ``concurrency`` slots for
+urgent commands, a quarter of that (at least one) for the others, which share the process's CPU with the
+welcomes. When only one pool has room, only that class is claimed. So a burst of ``fetch_contact`` can
+neither fill the claim window nor the slots or the CPU a welcome needs, and it still always progresses.
+``run_once`` claims one batch, urgent commands first.
+
 Welcome 41051 is decided by the SEND_WELCOME executor (see :mod:`bot.outbox.executors`): failed on the
 first attempt, done ("already sent") after an uncertain earlier attempt; never retried.
 """
@@ -44,7 +51,7 @@ from bot.outbox.outcomes import OutcomeWriter
 from bot.settings import Settings
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import CredentialError, FatalError, WeComError
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import DomainError
 from scrm.models import CommandStatus, DeadLetter, OutboxCommand
@@ -95,8 +102,10 @@ class OutboxDispatcher:
         self._deadline_margin = timedelta(seconds=deadline_margin)
         self._wakeup = asyncio.Event()
         self._rng = random.Random()
-        self._inflight: set[asyncio.Task[None]] = set()  # claimed commands, running or waiting for a slot
-        self._slots = asyncio.Semaphore(concurrency)
+        # claimed commands, running or waiting for a slot: [other, urgent]
+        self._inflight: tuple[set[asyncio.Task[None]], set[asyncio.Task[None]]] = (set(), set())
+        self._limits = (max(1, concurrency // 4), concurrency)  # slots: [other, urgent]
+        self._slots = (asyncio.Semaphore(self._limits[0]), asyncio.Semaphore(self._limits[1]))
         self._outcomes = OutcomeWriter(session_factory)
         self._backlog = False
 
@@ -109,24 +118,32 @@ class OutboxDispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run commands until ``stop`` is set; then let the claimed ones finish.
 
-        Up to ``concurrency`` commands run at once and up to one more ``batch`` waits claimed, so claims are
-        batched under load (one claim per command would cap throughput at one DB commit per command)
-        while an idle dispatcher claims a single new command the moment it is woken.
+        Per urgency class, up to its slot count of commands run at once and up to one more ``batch`` waits
+        claimed, so claims are batched under load (one claim per command would cap throughput at one DB
+        commit per command) while an idle dispatcher claims a single new command the moment it is woken.
         """
         stop_watcher = asyncio.create_task(self._wake_when(stop))
         try:
             while not stop.is_set():
                 self._wakeup.clear()
-                room = self._concurrency + self._batch - len(self._inflight)
-                want = min(self._batch, room)
-                idle_slot = len(self._inflight) < self._concurrency
-                if want > 0 and (idle_slot or want >= self._batch // 2):
+                wants = {urgent: self._want(urgent) for urgent in (True, False)}
+                full = False
+                if wants[True] and wants[False]:  # room in both pools: one claim, urgent commands first
+                    want = min(self._batch, wants[True] + wants[False])
                     claimed = await self._claim_or_log(want)
-                    for command in claimed:
-                        self._spawn(command)
-                    self._backlog = len(claimed) == want
-                    if self._backlog:
-                        continue  # more may be due right now
+                    full = len(claimed) == want
+                else:
+                    claimed = []
+                    for urgent, want in wants.items():
+                        if want:
+                            batch = await self._claim_or_log(want, urgent=urgent)
+                            claimed += batch
+                            full = full or len(batch) == want
+                for command in claimed:
+                    self._spawn(command, command.deadline is not None)
+                self._backlog = full
+                if full:
+                    continue  # more may be due right now
                 with suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):
                         await self._wakeup.wait()
@@ -134,55 +151,68 @@ class OutboxDispatcher:
             stop_watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await stop_watcher
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
+            running = [*self._inflight[True], *self._inflight[False]]
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _want(self, urgent: bool) -> int:
+        """How many commands of one urgency class to claim now (0: none)."""
+        inflight = len(self._inflight[urgent])
+        limit = self._limits[urgent]
+        want = min(self._batch, limit + self._batch - inflight)
+        return want if want > 0 and (inflight < limit or want >= self._batch // 2) else 0
 
     async def run_once(self) -> int:
-        """Claim one batch, run it (at most ``concurrency`` at a time) and return how many were claimed."""
+        """Claim one batch (urgent commands first), run it (per urgency class at most its slot count at a time)
+        and return how many were claimed."""
         claimed = await self._claim(self._batch)
-        await asyncio.gather(*(self._run_in_slot(command) for command in claimed))
+        await asyncio.gather(*(self._run_in_slot(command, command.deadline is not None) for command in claimed))
         return len(claimed)
 
     async def _wake_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._wakeup.set()
 
-    def _spawn(self, command: OutboxCommand) -> None:
-        task = asyncio.create_task(self._run_in_slot(command), name=f"outbox:{command.id}")
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
+    def _spawn(self, command: OutboxCommand, urgent: bool) -> None:
+        task = asyncio.create_task(self._run_in_slot(command, urgent), name=f"outbox:{command.id}")
+        inflight = self._inflight[urgent]
+        inflight.add(task)
+        task.add_done_callback(functools.partial(self._finished, inflight))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+    def _finished(self, inflight: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        inflight.discard(task)
         if self._backlog:
             self._wakeup.set()  # the last claim was full: more commands are probably due
 
-    async def _run_in_slot(self, command: OutboxCommand) -> None:
-        async with self._slots:
+    async def _run_in_slot(self, command: OutboxCommand, urgent: bool) -> None:
+        async with self._slots[urgent]:
             await self._run_guarded(command)
 
-    async def _claim_or_log(self, limit: int) -> list[OutboxCommand]:
+    async def _claim_or_log(self, limit: int, *, urgent: bool | None = None) -> list[OutboxCommand]:
         try:
-            return await self._claim(limit)
+            return await self._claim(limit, urgent=urgent)
         except (SQLAlchemyError, OSError) as exc:
             log.error("outbox claim failed; retrying at the next poll", extra={"error": repr(exc)})
             return []
 
     # --- claiming ---------------------------------------------------------------------------------------
 
-    async def _claim(self, limit: int) -> list[OutboxCommand]:
+    async def _claim(self, limit: int, *, urgent: bool | None = None) -> list[OutboxCommand]:
+        """Claim up to ``limit`` due commands: only urgent ones (a deadline), only others, or both (None),
+        earliest deadline first, then by ``not_before``."""
         now = self._clock()
         due = or_(
             and_(_table.c.status == CommandStatus.PENDING.value, _table.c.not_before <= now),
             and_(_table.c.status == CommandStatus.RUNNING.value, _table.c.claimed_until < now),
         )
-        ids = (
-            select(_table.c.id)
-            .where(due)
-            .order_by(_table.c.not_before, _table.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        deadline = _table.c.deadline
+        if urgent is None:
+            order: tuple[Any, ...] = (deadline.is_(None), deadline, _table.c.not_before, _table.c.id)
+        elif urgent:
+            due, order = and_(due, deadline.is_not(None)), (deadline, _table.c.id)
+        else:
+            due, order = and_(due, deadline.is_(None)), (_table.c.not_before, _table.c.id)
+        ids = select(_table.c.id).where(due).order_by(*order).limit(limit).with_for_update(skip_locked=True)
         stmt = (
             update(_table)
             .where(_table.c.id.in_(ids))
@@ -195,7 +225,7 @@ class OutboxDispatcher:
             )
             .returning(*_table.c)
         )
-        async with transaction(self._sessions) as session:
+        async with write_transaction(self._sessions) as session:
             conn = await session.connection()
             rows = (await conn.execute(stmt)).mappings().all()
         commands = [OutboxCommand(**row) for row in rows]

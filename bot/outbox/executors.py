@@ -20,7 +20,7 @@ from typing import Any
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import FatalError
 from scrm.commands import CommandKind
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.models import OutboxCommand
 
 Executor = Callable[[WeComClient, OutboxCommand, SessionFactory], Awaitable[dict[str, Any]]]
@@ -69,7 +69,7 @@ async def fetch_contact(client: WeComClient, command: OutboxCommand, sessions: S
         page = await client.get_external_contact(external_userid, cursor)
         follow_users.extend(page.get("follow_user") or [])
     data["follow_user"] = follow_users
-    async with transaction(sessions) as session:
+    async with write_transaction(sessions, urgent=False) as session:
         await apply_contact_detail(session, command.corp_id, data)
     return {"external_userid": external_userid, "follow_users": len(follow_users)}
 
@@ -80,7 +80,7 @@ async def fetch_group(client: WeComClient, command: OutboxCommand, sessions: Ses
     chat_id = str(command.payload["chat_id"])
     body = await client.groupchat_get(chat_id, need_name=1)
     group_chat: dict[str, Any] = body.get("group_chat") or {}
-    async with transaction(sessions) as session:
+    async with write_transaction(sessions, urgent=False) as session:
         await apply_group_detail(session, command.corp_id, group_chat)
     return {
         "chat_id": chat_id,
@@ -94,7 +94,7 @@ async def refresh_corp_tags(client: WeComClient, command: OutboxCommand, session
 
     body = await client.get_corp_tag_list()
     groups: list[dict[str, Any]] = list(body.get("tag_group") or [])
-    async with transaction(sessions) as session:
+    async with write_transaction(sessions, urgent=False) as session:
         await apply_corp_tag_list(session, command.corp_id, groups)
     return {"tag_groups": len(groups), "tags": sum(len(group.get("tag") or []) for group in groups)}
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.models import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class OutcomeWriter:
 
     async def _commit(self, batch: list[_Write]) -> list[bool]:
         results: list[bool] = []
-        async with transaction(self._sessions) as session:
+        async with write_transaction(self._sessions) as session:
             conn = await session.connection()
             for write in batch:
                 changed = (await conn.execute(write.statement, write.params)).rowcount == 1

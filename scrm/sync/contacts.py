@@ -17,12 +17,15 @@ Ordering rule (callbacks arrive late, twice, or out of order). A follow relation
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import and_, bindparam
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -54,17 +57,24 @@ def channel_values(state: str) -> dict[str, Any]:
     }
 
 
-async def _contact(session: AsyncSession, corp_id: str, external_userid: str) -> Contact:
+async def _contact(session: AsyncSession, corp_id: str, external_userid: str, *, likely_new: bool = False) -> Contact:
     await ensure_corp(session, corp_id)
-    row, _ = await get_or_create(session, Contact, {"corp_id": corp_id, "external_userid": external_userid})
+    keys = {"corp_id": corp_id, "external_userid": external_userid}
+    row, _ = await get_or_create(session, Contact, keys, insert_first=likely_new)
     return row
 
 
 async def _relation(
-    session: AsyncSession, corp_id: str, external_userid: str, userid: str, defaults: Mapping[str, Any]
+    session: AsyncSession,
+    corp_id: str,
+    external_userid: str,
+    userid: str,
+    defaults: Mapping[str, Any],
+    *,
+    likely_new: bool = False,
 ) -> tuple[FollowRelation, bool]:
     keys = {"corp_id": corp_id, "external_userid": external_userid, "userid": userid}
-    return await get_or_create(session, FollowRelation, keys, defaults)
+    return await get_or_create(session, FollowRelation, keys, defaults, insert_first=likely_new)
 
 
 async def _fetch_contact(session: AsyncSession, corp_id: str, external_userid: str, event_time: datetime) -> None:
@@ -93,7 +103,8 @@ async def on_contact_added(
     sop_dir: str | Path,
 ) -> None:
     """add_external_contact / add_half_external_contact: record the relation, fetch details, welcome."""
-    contact = await _contact(session, corp_id, external_userid)
+    # An add is usually the first sight of the contact and of the relation: insert before reading.
+    contact = await _contact(session, corp_id, external_userid, likely_new=True)
     values: dict[str, Any] = {
         **channel_values(state),
         "added_at": event_time,
@@ -102,7 +113,7 @@ async def on_contact_added(
         "deleted_by": None,
         "deleted_source": None,
     }
-    relation, created = await _relation(session, corp_id, external_userid, userid, values)
+    relation, created = await _relation(session, corp_id, external_userid, userid, values, likely_new=True)
     if not created:
         if relation.deleted_at is not None and event_time < relation.deleted_at:
             log.info(
@@ -117,17 +128,34 @@ async def on_contact_added(
         await _enqueue_welcome(session, corp_id, contact, relation, welcome_code, event_time, Path(sop_dir))
 
 
+@functools.cache
+def _staff_and_dealers() -> Any:
+    """The member, the dealer named by the channel, the member's own dealer (built once: see _rows)."""
+    by_code = aliased(Dealer)
+    by_staff = aliased(Dealer)
+    corp: Any = bindparam("corp_id")
+    return (
+        select(Staff, by_code, by_staff)
+        .select_from(Staff)
+        .outerjoin(by_code, and_(col(by_code.corp_id) == corp, col(by_code.code) == bindparam("dealer_code")))
+        .outerjoin(by_staff, col(by_staff.id) == col(Staff.dealer_id))
+        .where(Staff.corp_id == corp, Staff.userid == bindparam("userid"))
+    )
+
+
 async def _welcome_context(
     session: AsyncSession, corp_id: str, contact: Contact, relation: FollowRelation, event_time: datetime
 ) -> dict[str, Any]:
-    staff = (await session.exec(select(Staff).where(Staff.corp_id == corp_id, Staff.userid == relation.userid))).first()
-    dealer: Dealer | None = None
-    if relation.dealer_code:
+    # One statement: the member, the dealer named by the channel and the member's own dealer (either may be
+    # missing); the channel's dealer wins.
+    params = {"corp_id": corp_id, "userid": relation.userid, "dealer_code": relation.dealer_code}
+    row = (await session.exec(_staff_and_dealers(), params=params)).first()
+    staff: Staff | None = row[0] if row else None
+    dealer: Dealer | None = (row[1] or row[2]) if row else None
+    if row is None and relation.dealer_code:
         dealer = (
             await session.exec(select(Dealer).where(Dealer.corp_id == corp_id, Dealer.code == relation.dealer_code))
         ).first()
-    if dealer is None and staff is not None and staff.dealer_id is not None:
-        dealer = await session.get(Dealer, staff.dealer_id)
     return build_context(
         contact={"external_userid": contact.external_userid, "name": contact.name},
         staff={"userid": relation.userid, "name": staff.name if staff else ""},
