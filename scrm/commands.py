@@ -7,11 +7,12 @@ key twice keeps the first row, so a replayed event cannot create a second side e
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -65,23 +66,34 @@ async def enqueue(
         "created_at": now,
         "updated_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    table = OutboxCommand.__table__  # type: ignore[attr-defined]
-    if dialect == "postgresql":
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    elif dialect == "sqlite":
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        existing = await session.exec(
-            select(OutboxCommand.id).where(OutboxCommand.idempotency_key == key)  # type: ignore[call-overload]
-        )
-        if existing.first() is not None:
-            return False
-        session.add(OutboxCommand(**values))
-        return True
     conn = await session.connection()
-    result = await conn.execute(stmt)
+    result = await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), values)
     return bool(result.rowcount)
+
+
+@functools.cache
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT (idempotency_key) DO NOTHING`` built once per dialect, values bound per call
+    (building the expression per call cost a quarter of a contact-added handler's CPU)."""
+    table = OutboxCommand.__table__  # type: ignore[attr-defined]
+    columns = (
+        "corp_id",
+        "kind",
+        "idempotency_key",
+        "payload",
+        "status",
+        "attempts",
+        "not_before",
+        "deadline",
+        "created_at",
+        "updated_at",
+    )
+    values = {c: bindparam(c, type_=table.c[c].type) for c in columns}
+    if dialect == "postgresql":
+        return pg_insert(table).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    if dialect == "sqlite":
+        return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    raise ValueError(f"unsupported database dialect {dialect!r} (SQLite and PostgreSQL only)")
 
 
 def delay(seconds: float) -> datetime:

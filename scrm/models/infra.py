@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from scrm.models._base import json_field, ts_field
@@ -66,6 +66,15 @@ class OutboxCommand(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
         Index("ix_outbox_due", "status", "not_before"),
+        # the dispatcher's claim (earliest deadline first) only ever looks at open commands: a partial index
+        # stays small however many finished commands accumulate
+        Index(
+            "ix_outbox_open_by_deadline",
+            "deadline",
+            "not_before",
+            postgresql_where=text("status IN ('pending', 'running')"),
+            sqlite_where=text("status IN ('pending', 'running')"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

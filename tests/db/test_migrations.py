@@ -66,3 +66,11 @@ async def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     await migrate.upgrade_async(empty_database_url)
     await migrate.upgrade_async(empty_database_url)
     assert await migrate.current_revision(empty_database_url) == migrate.head_revision()
+
+
+async def test_downgrade_to_nothing_and_back(empty_database_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, empty_database_url)
+    await asyncio.to_thread(migrate.downgrade, empty_database_url, "base")
+    assert not (set(metadata.tables) & await _tables(empty_database_url))
+    await asyncio.to_thread(migrate.upgrade, empty_database_url)
+    assert await _diff(empty_database_url) == []
