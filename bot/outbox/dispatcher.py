@@ -366,8 +366,11 @@ class OutboxDispatcher:
             level = logging.INFO if status is CommandStatus.DONE else logging.WARNING
             log.log(
                 level,
-                "outbox command %s",
+                "outbox command %s %s: %s%s",
+                command.kind,
+                command.idempotency_key,
                 status.value,
+                f" (errcode {errcode}: {error})" if errcode is not None or error else "",
                 extra={
                     "command_id": command.id,
                     "kind": command.kind,
