@@ -33,6 +33,44 @@ CALLBACK_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+# ---- worker -----------------------------------------------------------------------------------------
+
+INBOX_HANDLED = Counter(
+    "lianyi_inbox_handled",
+    "Inbox deliveries by event type and outcome (ok, retry, dead).",
+    ["event_type", "outcome"],
+    registry=REGISTRY,
+)
+HANDLER_SECONDS = Histogram(
+    "lianyi_handler_seconds",
+    "Time the router spent on one event (all its handlers, their transactions included).",
+    ["event_type"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+    registry=REGISTRY,
+)
+
+# ---- outbox -----------------------------------------------------------------------------------------
+
+OUTBOX_FINISHED = Counter(
+    "lianyi_outbox_finished",
+    "Outbox commands that reached a final state, by kind and status (done, failed, expired, dead).",
+    ["kind", "status"],
+    registry=REGISTRY,
+)
+OUTBOX_RETRIES = Counter(
+    "lianyi_outbox_retries",
+    "Outbox command attempts that will be retried, by kind and errcode (none for network errors).",
+    ["kind", "errcode"],
+    registry=REGISTRY,
+)
+OUTBOX_COMMAND_AGE_SECONDS = Histogram(
+    "lianyi_outbox_command_age_seconds",
+    "From a command's creation to its final state, by kind (a welcome must finish within 20 s).",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0, 300.0),
+    registry=REGISTRY,
+)
+
 
 def render_metrics() -> tuple[bytes, str]:
     """The exposition text of :data:`REGISTRY` and its content type (for an HTTP handler)."""

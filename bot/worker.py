@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Iterable
 
 from sqlmodel import select
 
+from bot import metrics
 from bot.events import parse_event
 from bot.inbox.base import Delivery, Inbox
 from bot.router import HandlerContext, Router
@@ -116,6 +118,7 @@ class Worker:
 
     async def _process(self, delivery: Delivery) -> None:
         item = delivery.item
+        started = time.perf_counter()
         try:
             event = parse_event(item.payload)
             await self._router.dispatch(event, self._ctx)
@@ -124,6 +127,8 @@ class Worker:
         except Exception as exc:  # a handler bug or a domain error: both are retried, then dead-lettered
             await self._failed(delivery, exc)
             return
+        metrics.HANDLER_SECONDS.labels(item.event_type).observe(time.perf_counter() - started)
+        metrics.INBOX_HANDLED.labels(item.event_type, "ok").inc()
         try:
             await self._inbox.ack(delivery)
         except LianyiError as exc:
@@ -152,6 +157,7 @@ class Worker:
                 )
                 await self._write_dead_letter(delivery, error, attempt)
                 await self._inbox.dead(delivery, error=error)
+                metrics.INBOX_HANDLED.labels(item.event_type, "dead").inc()
                 return
             delay = self.backoff(attempt)
             log.warning(
@@ -164,6 +170,7 @@ class Worker:
                 extra={**extra, "retry_in": round(delay, 3)},
             )
             await self._inbox.retry(delivery, delay=delay, error=error)
+            metrics.INBOX_HANDLED.labels(item.event_type, "retry").inc()
         except Exception as settle_exc:  # the store is down: the lease brings the item back later
             log.error(
                 "could not record the failure of %s (attempt %d): %s",

@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import metrics
 from bot.outbox.executors import executor_for
 from bot.outbox.outcomes import OutcomeWriter
 from bot.settings import Settings
@@ -304,6 +305,7 @@ class OutboxDispatcher:
             updated_at=now,
         )
         if changed:
+            metrics.OUTBOX_RETRIES.labels(command.kind, "none" if errcode is None else str(errcode)).inc()
             log.warning(
                 "outbox command will be retried",
                 extra={
@@ -363,6 +365,10 @@ class OutboxDispatcher:
             )
         changed = await self._update(command, dead_letter=dead_letter, **values)
         if changed:
+            metrics.OUTBOX_FINISHED.labels(command.kind, status.value).inc()
+            metrics.OUTBOX_COMMAND_AGE_SECONDS.labels(command.kind).observe(
+                max(0.0, (now - command.created_at).total_seconds())
+            )
             level = logging.INFO if status is CommandStatus.DONE else logging.WARNING
             log.log(
                 level,

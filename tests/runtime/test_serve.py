@@ -11,7 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from bot import metrics
+from bot.demo import run_demo_loop
+from bot.emulator.scenario import load_scenario
+from bot.localstack import LocalStack
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, create_sqlite_database
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 
@@ -104,3 +108,22 @@ async def test_unknown_role_is_refused(tmp_path: Path, roles: str) -> None:
     code, _, err = await _run("serve", "--roles", roles, env=_env(), cwd=tmp_path)
     assert code == 2
     assert "unknown role 'bogus'" in err
+
+
+async def test_metrics_count_handled_events_and_finished_commands(tmp_path: Path) -> None:
+    """/metrics after the demo loop: events handled and welcome commands done are counted."""
+    url = await create_sqlite_database(tmp_path / "metrics.db")
+    before = (
+        metrics.REGISTRY.get_sample_value("lianyi_outbox_finished_total", {"kind": "send_welcome", "status": "done"})
+        or 0.0
+    )
+    async with LocalStack(scenario=load_scenario(), database_url=url) as stack:
+        report = await run_demo_loop(stack)
+        async with aiohttp.ClientSession() as http:
+            base = stack.callback_url.removesuffix("/wecom/callback")
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+    done = metrics.REGISTRY.get_sample_value("lianyi_outbox_finished_total", {"kind": "send_welcome", "status": "done"})
+    assert done == before + report.welcomes_sent
+    assert 'lianyi_inbox_handled_total{event_type="contact.added",outcome="ok"}' in text
+    assert "lianyi_outbox_command_age_seconds_bucket" in text
