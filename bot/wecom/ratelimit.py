@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -70,17 +71,19 @@ class RateLimiter(Protocol):
         ...
 
 
-class _Waiting:
+class _Waiting(ABC):
     """The waiting logic both backends share; they supply the atomic primitives."""
 
     _clock: Clock
     _sleep: Sleep
 
+    @abstractmethod
     async def try_acquire_many(self, rates: Sequence[Rate]) -> float:
-        raise NotImplementedError
+        """Take one slot of every rate at once, or none: 0.0 when taken, else the seconds to wait."""
 
+    @abstractmethod
     async def blocked_for(self, api: str) -> float:
-        raise NotImplementedError
+        """Seconds ``api`` stays blocked after a 45009 (0.0 when it is not)."""
 
     async def try_acquire(self, bucket: str, limit: int, period: float) -> float:
         return await self.try_acquire_many([Rate(bucket, limit, period)])
