@@ -1,0 +1,51 @@
+"""GET /l/{token}: count a tracked-link click, then send the customer on to the original url.
+
+A valid token always redirects, even when the click cannot be recorded (the customer must reach the
+page; the failure is logged). HEAD requests (link previews, crawlers) redirect without counting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from scrm.db import SessionFactory, write_transaction
+from scrm.links import LinkError, LinkSigner, record_click
+
+log = logging.getLogger(__name__)
+
+INVALID_LINK_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>链接无效</title></head>
+<body style="font-family: sans-serif; text-align: center; padding-top: 20vh; color: #555">
+<p>链接无效或已过期</p></body></html>
+"""
+
+
+def add_link_routes(
+    app: web.Application,
+    signer: LinkSigner,
+    session_factory: SessionFactory,
+    now: Callable[[], datetime],
+) -> None:
+    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with."""
+
+    async def follow_link(request: web.Request) -> web.StreamResponse:
+        try:
+            link = signer.unwrap(request.match_info["token"])
+        except LinkError as exc:
+            log.info("invalid tracked link", extra={"reason": exc.reason})
+            return web.Response(status=404, text=INVALID_LINK_PAGE, content_type="text/html", charset="utf-8")
+        if request.method == "GET":
+            try:
+                async with write_transaction(session_factory) as session:
+                    await record_click(session, link, now())
+            except Exception:
+                log.exception("could not record a tracked-link click", extra={"source": link.source})
+        raise web.HTTPFound(location=link.url)
+
+    app.router.add_get("/l/{token}", follow_link)
