@@ -36,6 +36,10 @@ class CommandKind(StrEnum):
     MARK_TAG = "mark_tag"
     # {"touser": userid, "msgtype": "text"|"textcard"|"markdown", "text"|"textcard"|"markdown": {...}}
     SEND_APP_MESSAGE = "send_app_message"
+    # {"chat_type": "single"|"group", "sender": userid, "external_userid": [...] (single) | "chat_id_list": [...]
+    #  (group), "text": {"content": ...}, "attachments": [...], "source": "sop"|"campaign", "ref": str}
+    # creates a WeCom group-send task (企业群发) the sender confirms; result {"msgid", "fail_list"}
+    ADD_MSG_TEMPLATE = "add_msg_template"
 
 
 async def enqueue(

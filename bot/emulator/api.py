@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import api_contacts, api_groups, api_outreach, api_tags
+from bot.emulator import api_contacts, api_groupmsg, api_groups, api_outreach, api_tags
 from bot.emulator.routes import ROUTES, ApiCall, ApiError, Route, errmsg, route
 from bot.emulator.state import EmulatorState
 from bot.emulator.tokens import ERR_BAD_SECRET
@@ -31,7 +31,13 @@ from bot.emulator.tokens import ERR_BAD_SECRET
 log = logging.getLogger(__name__)
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
-HANDLER_MODULES = (api_contacts, api_groups, api_outreach, api_tags)  # importing them registers their routes
+HANDLER_MODULES = (
+    api_contacts,
+    api_groupmsg,
+    api_groups,
+    api_outreach,
+    api_tags,
+)  # importing them registers their routes
 
 ERR_NO_TOKEN = 41001
 ERR_FORBIDDEN = 48002

@@ -12,6 +12,7 @@ from typing import Any
 from bot.emulator.clock import Clock, SystemClock
 from bot.emulator.counters import Counters
 from bot.emulator.faults import FaultPlan
+from bot.emulator.groupmsg_records import GroupMsg, GroupSendQuota
 from bot.emulator.limits import ApiRateLimiter, MemberMessageQuota
 from bot.emulator.records import (
     App,
@@ -75,6 +76,9 @@ class StateData:
         self.follow_page_size = 500  # externalcontact/get pages follow_user beyond this many
         self.max_corp_tags = 3000
         self.recent_app_messages: dict[str, float] = {}  # duplicate-check key → last send time
+        self.group_msgs: dict[str, GroupMsg] = {}  # add_msg_template tasks by msgid
+        self.groupmsg_quota = GroupSendQuota()  # set .mode to change WeCom's per-recipient rule
+        self.groupmsg_auto_confirm = True  # senders confirm group-send tasks as soon as they are created
         self._serials: dict[str, itertools.count[int]] = {}
 
     # ---- time and ids ------------------------------------------------------------------------------

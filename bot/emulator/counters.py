@@ -26,6 +26,19 @@ class AppMessageDelivered:
 
 
 @dataclass(slots=True)
+class GroupSendDelivery:
+    """One customer or customer group receiving one company group send (add_msg_template, confirmed)."""
+
+    msgid: str
+    sender: str
+    recipient: str  # external_userid (single) or chat_id (group)
+    chat_type: str
+    text: str
+    attachments: list[dict[str, Any]]
+    at: float
+
+
+@dataclass(slots=True)
 class Counters:
     api_calls: Counter[str] = field(default_factory=Counter)  # every request per API path
     api_errors: Counter[tuple[str, int]] = field(default_factory=Counter)  # (path, errcode) answered
@@ -38,6 +51,11 @@ class Counters:
     mark_tag_calls: int = 0
     welcomes: list[WelcomeSent] = field(default_factory=list)
     app_messages: list[AppMessageDelivered] = field(default_factory=list)
+    group_sends: list[GroupSendDelivery] = field(default_factory=list)
+
+    def received_by(self, recipient: str) -> list[GroupSendDelivery]:
+        """The group sends one external_userid or chat_id received, oldest first."""
+        return [delivery for delivery in self.group_sends if delivery.recipient == recipient]
 
     def reject_welcome(self, code: str, errcode: int) -> None:
         self.welcome_rejections.setdefault(code, []).append(errcode)
@@ -54,4 +72,5 @@ class Counters:
             "messages_dropped": sum(self.messages_dropped.values()),
             "messages_duplicate": sum(self.messages_duplicate.values()),
             "mark_tag_calls": self.mark_tag_calls,
+            "group_sends": len(self.group_sends),
         }

@@ -10,6 +10,7 @@ contacts                   add_contact, half_add, edit_remark, mark_tags_in_clie
 groups                     create_group, join_group, leave_group, rename_group, change_notice,
                            change_owner, dismiss_group
 corp tags (admin console)  create_tag_group, create_tag, update_tag, delete_tag, shuffle_tags
+group sends (client)       confirm_groupmsg (unless ``groupmsg_auto_confirm``)
 =========================  ===========================================================================
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.emulator.actions_contacts import ContactActions
+from bot.emulator.actions_groupmsg import GroupMsgActions
 from bot.emulator.actions_groups import GroupActions
 from bot.emulator.actions_tags import TagActions
 from bot.emulator.base import Fields, WorldError, make_id
@@ -26,7 +28,7 @@ from bot.emulator.clock import Clock, ManualClock, SystemClock
 __all__ = ["Clock", "EmulatorState", "Fields", "ManualClock", "SystemClock", "WorldError", "make_id"]
 
 
-class EmulatorState(ContactActions, GroupActions, TagActions):
+class EmulatorState(ContactActions, GroupActions, TagActions, GroupMsgActions):
     """One emulated corp. ``clock`` is injectable; ``seed`` fixes fault draws and tag shuffles."""
 
     def invalidate_all_tokens(self) -> int:

@@ -10,6 +10,15 @@ never retried. On the first attempt it means someone else (the chat itself, anot
 so the command *fails* with that reason. On a later attempt an earlier attempt may have reached WeCom
 without us hearing the answer (timeout, lost connection, crash after sending), so the most likely story is
 that our own welcome went out: the command is *done* with ``{"already_sent": true}``.
+
+Group sends (``add_msg_template``) are not idempotent at WeCom: every call creates another task, and the
+customer would get the message twice once the sender confirms both. So on an attempt after the first (an
+earlier one may have created the task and lost the answer) the executor first looks for the task it may
+already have created: ``get_groupmsg_list_v2`` by ``creator`` = sender over a window from shortly before
+``command.created_at``, a message with the same text content and attachment count, whose recipients
+(``get_groupmsg_task`` + ``get_groupmsg_send_result``) are all among the command's. Found, it returns that
+``msgid`` (``"recovered": true``), its ``fail_list`` being the command's recipients the task does not
+reach; only when nothing matches does it create the task.
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ Executor = Callable[[WeComClient, OutboxCommand, SessionFactory], Awaitable[dict
 
 WELCOME_CODE_USED = 41051
 MAX_FOLLOW_USER_PAGES = 100  # externalcontact/get pages follow_user; a contact with >100 pages is a loop
+GROUPMSG_CLOCK_SKEW = 300  # seconds WeCom's create_time may precede our created_at (clocks differ)
+GROUPMSG_LOOKUP_SPAN = 7 * 86_400  # how long after created_at an earlier attempt may have created the task
+GROUPMSG_FILTER_COMPANY = 0  # get_groupmsg_list_v2 filter_type: tasks created by the company (API)
+MAX_GROUPMSG_PAGES = 50  # list pages of 100 messages / detail pages of 1000 rows scanned per lookup
 
 
 async def send_welcome(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
@@ -53,6 +66,87 @@ async def mark_tag(client: WeComClient, command: OutboxCommand, _sessions: Sessi
 
 async def send_app_message(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
     return await client.send_app_message(dict(command.payload))
+
+
+def _msg_template_body(payload: dict[str, Any]) -> dict[str, Any]:
+    """The add_msg_template request of a command (``source`` and ``ref`` are ours, not WeCom's)."""
+    chat_type = str(payload.get("chat_type") or "single")
+    body: dict[str, Any] = {"chat_type": chat_type}
+    if payload.get("sender"):
+        body["sender"] = str(payload["sender"])
+    key = _recipient_key(chat_type)
+    body[key] = [str(r) for r in payload.get(key) or []]
+    if payload.get("text"):
+        body["text"] = dict(payload["text"])
+    if payload.get("attachments"):
+        body["attachments"] = list(payload["attachments"])
+    return body
+
+
+def _recipient_key(chat_type: str) -> str:
+    return "chat_id_list" if chat_type == "group" else "external_userid"
+
+
+async def _task_recipients(client: WeComClient, msgid: str) -> set[str]:
+    """Every customer or group the group send ``msgid`` addresses, over all its senders."""
+    senders: list[str] = []
+    cursor = ""
+    for _ in range(MAX_GROUPMSG_PAGES):
+        page = await client.get_groupmsg_task(msgid, cursor=cursor, limit=1000)
+        senders.extend(str(task["userid"]) for task in page.get("task_list") or [])
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            break
+    reached: set[str] = set()
+    for userid in senders:
+        cursor = ""
+        for _ in range(MAX_GROUPMSG_PAGES):
+            page = await client.get_groupmsg_send_result(msgid, userid, cursor=cursor, limit=1000)
+            reached.update(str(r.get("external_userid") or r.get("chat_id")) for r in page.get("send_list") or [])
+            cursor = str(page.get("next_cursor") or "")
+            if not cursor:
+                break
+    return reached
+
+
+async def _created_earlier(client: WeComClient, command: OutboxCommand, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The group send an earlier attempt of ``command`` created, if WeCom has one (see the module docstring)."""
+    start = int(command.created_at.timestamp()) - GROUPMSG_CLOCK_SKEW
+    content = str((body.get("text") or {}).get("content", ""))
+    wanted: list[str] = body[_recipient_key(body["chat_type"])]
+    cursor = ""
+    for _ in range(MAX_GROUPMSG_PAGES):
+        page = await client.get_groupmsg_list_v2(
+            chat_type=body["chat_type"],
+            start_time=start,
+            end_time=start + GROUPMSG_LOOKUP_SPAN,
+            creator=body.get("sender"),
+            filter_type=GROUPMSG_FILTER_COMPANY,
+            cursor=cursor,
+            limit=100,
+        )
+        for item in page.get("group_msg_list") or []:
+            same_text = str((item.get("text") or {}).get("content", "")) == content
+            if not same_text or len(item.get("attachments") or []) != len(body.get("attachments") or []):
+                continue
+            msgid = str(item["msgid"])
+            reached = await _task_recipients(client, msgid)
+            if reached and (not wanted or reached <= set(wanted)):
+                return {"msgid": msgid, "fail_list": [r for r in wanted if r not in reached], "recovered": True}
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            return None
+    return None
+
+
+async def add_msg_template(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
+    body = _msg_template_body(command.payload)
+    if command.attempts > 1:
+        earlier = await _created_earlier(client, command, body)
+        if earlier is not None:
+            return earlier
+    created = await client.add_msg_template(body)
+    return {"msgid": str(created.get("msgid", "")), "fail_list": list(created.get("fail_list") or [])}
 
 
 async def fetch_contact(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
@@ -103,6 +197,7 @@ EXECUTORS: dict[CommandKind, Executor] = {
     CommandKind.SEND_WELCOME: send_welcome,
     CommandKind.MARK_TAG: mark_tag,
     CommandKind.SEND_APP_MESSAGE: send_app_message,
+    CommandKind.ADD_MSG_TEMPLATE: add_msg_template,
     CommandKind.FETCH_CONTACT: fetch_contact,
     CommandKind.FETCH_GROUP: fetch_group,
     CommandKind.REFRESH_CORP_TAGS: refresh_corp_tags,

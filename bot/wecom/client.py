@@ -33,6 +33,7 @@ from bot.wecom.errors import (
     error_for,
     transport_error,
 )
+from bot.wecom.groupmsg import GroupMsgApi
 from bot.wecom.ratelimit import InProcessRateLimiter, Rate, RateLimiter, RedisRateLimiter
 from bot.wecom.token import (
     Clock,
@@ -66,7 +67,9 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-class WeComClient:
+class WeComClient(GroupMsgApi):
+    """Group-send methods (add_msg_template and its read-back) come from :class:`GroupMsgApi`."""
+
     def __init__(
         self,
         *,
