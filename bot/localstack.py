@@ -23,6 +23,7 @@ from sqlmodel import col, select
 
 from bot.app import RUNTIME_KEY, create_app
 from bot.emulator.callbacks import CallbackDriver
+from bot.emulator.clock import VirtualClock
 from bot.emulator.scenario import Scenario, build_state
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.emulator.state import EmulatorState
@@ -30,6 +31,7 @@ from bot.fullsync import FullSync, SyncReport
 from bot.runtime import ALL_ROLES, Role, Runtime
 from bot.settings import Settings, load_settings
 from scrm.db import SessionFactory, transaction
+from scrm.db_types import utcnow
 from scrm.models import CommandStatus, OutboxCommand
 from scrm.sync.staff import upsert_dealer
 
@@ -51,6 +53,8 @@ class LocalStack:
     port: int = 0
     roles: frozenset[Role] = ALL_ROLES
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    # one clock for the emulator and the runtime (e.g. a VirtualClock a test moves by days); None = wall clock
+    clock: VirtualClock | None = None
     state: EmulatorState = field(init=False)
     emulator: RunningEmulator = field(init=False)
     settings: Settings = field(init=False)
@@ -68,7 +72,7 @@ class LocalStack:
         await self.close()
 
     async def start(self) -> None:
-        self.state = build_state(self.scenario)
+        self.state = build_state(self.scenario, clock=self.clock)
         self.emulator = await start_emulator(self.state)
         app_spec = self.scenario.apps[0]
         values: dict[str, Any] = {
@@ -89,7 +93,8 @@ class LocalStack:
         values.update(self.settings_overrides)
         self.settings = load_settings(**values)
         self.http = aiohttp.ClientSession()
-        self.runner = web.AppRunner(create_app(self.settings, self.roles), access_log=None)
+        runtime = Runtime(settings=self.settings, roles=self.roles, now=self.clock.utcnow if self.clock else utcnow)
+        self.runner = web.AppRunner(create_app(self.settings, self.roles, runtime=runtime), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         await site.start()

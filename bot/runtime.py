@@ -32,10 +32,13 @@ from bot.redis_keys import RedisKeys
 from bot.router import HandlerContext, Router
 from bot.scheduler import LeaderScheduler, maintenance_ticks
 from bot.settings import Settings
+from bot.sop_wiring import sop_services, sop_ticks
 from bot.wecom.client import WeComClient, build_wecom_client
 from bot.worker import Worker
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
+from scrm.sop import hooks
+from scrm.sop.engine import SopServices
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class Runtime:
     dispatcher: OutboxDispatcher | None = field(init=False, default=None)
     worker: Worker | None = field(init=False, default=None)
     scheduler: LeaderScheduler | None = field(init=False, default=None)
+    sop: SopServices = field(init=False)
     instance_id: str = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
@@ -91,10 +95,17 @@ class Runtime:
         self.wakeup = OutboxWakeup(self.redis, self.keys)
         self.router = Router()
         register_sync_handlers(self.router)
+        self.sop = sop_services(s)
+        hooks.install(self.sop)
 
         if Role.DISPATCHER in self.roles:
             self.dispatcher = OutboxDispatcher(
-                self.session_factory, self.client, s, instance_id=self.instance_id, lease_seconds=s.outbox_lease_seconds
+                self.session_factory,
+                self.client,
+                s,
+                instance_id=self.instance_id,
+                lease_seconds=s.outbox_lease_seconds,
+                clock=self.now,
             )
             self.wakeup.subscribe_local(self.dispatcher)
             self._spawn("dispatcher", self.dispatcher.run(self._stop))
@@ -116,10 +127,16 @@ class Runtime:
             self._spawn("worker", self.worker.run(self._stop))
         if Role.SCHEDULER in self.roles:
             leader: LeaderLock = (
-                RedisLeader(self.redis, self.keys.leader_lock()) if self.redis is not None else SingleProcessLeader()
+                RedisLeader(self.redis, self.keys.leader_lock(), ttl_seconds=s.leader_ttl_seconds)
+                if self.redis is not None
+                else SingleProcessLeader()
             )
-            self.scheduler = LeaderScheduler(leader=leader, now=self.now, notify_outbox=self.wakeup.notify)
+            self.scheduler = LeaderScheduler(
+                leader=leader, now=self.now, notify_outbox=self.wakeup.notify, renew_seconds=s.leader_ttl_seconds / 3
+            )
             for tick in maintenance_ticks(self.session_factory, s.corp_id):
+                self.scheduler.add_tick(tick)
+            for tick in sop_ticks(self.session_factory, self.sop, s.corp_id, every=s.sop_tick_seconds):
                 self.scheduler.add_tick(tick)
             await self.scheduler.start()
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
@@ -163,6 +180,7 @@ class Runtime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        hooks.uninstall(self.sop)
         await self.wakeup.close()
         await self.inbox.close()
         await self.http.close()

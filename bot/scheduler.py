@@ -45,6 +45,8 @@ class LeaderScheduler:
         self._is_leader = False
         self._ticks: list[TickSpec] = []
         self._scheduler = AsyncIOScheduler(timezone="UTC")
+        # a tick that outlasts its interval is simply skipped once (max_instances=1); that is not a warning
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
     @property
     def is_leader(self) -> bool:

@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     group_refetch_delay: float = Field(
         default=2.0, ge=0, description="Seconds to wait before groupchat/get after a group change"
     )
+    public_url: str = Field(
+        default="", description="Public base URL of this server: tracked links (/l/…) and advisor task cards"
+    )
+    link_secret: str = Field(
+        default="", description="HMAC key of tracked links (default: derived from the callback AES key)"
+    )
+    sop_tick_seconds: float = Field(default=5.0, gt=0, description="How often the leader runs due SOP steps")
+    leader_ttl_seconds: float = Field(
+        default=15.0, ge=1.0, description="Scheduler leader lock lifetime; a dead leader is replaced this fast"
+    )
 
     @field_validator("callback_aes_key")
     @classmethod

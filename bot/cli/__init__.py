@@ -31,6 +31,10 @@ def _register() -> None:
     from bot.cli.serve import serve_command
 
     cli.add_command(serve_command)
+    from bot.cli.sop import sop
+
+    cli.add_command(sop)
+    import bot.cli.sop_run  # noqa: F401  (adds render and dry-run to the sop group)
     from bot.cli.sync import sync_command
 
     cli.add_command(sync_command)

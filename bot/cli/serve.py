@@ -42,4 +42,6 @@ def serve_command(roles: str, host: str | None, port: int | None) -> None:
                 f"database is at {current or 'empty'}, code expects {head}: run `lianyi migrate`"
             )
     app = create_app(settings, role_set)
-    web.run_app(app, host=host or settings.host, port=port or settings.port, print=None, access_log=None)
+    web.run_app(
+        app, host=host or settings.host, port=settings.port if port is None else port, print=None, access_log=None
+    )

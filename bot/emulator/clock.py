@@ -7,6 +7,7 @@ Everything time-dependent in the emulator (token expiry, the 20 s welcome code, 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -36,3 +37,15 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds
+
+
+class VirtualClock(ManualClock):
+    """A manual clock that also answers as an aware UTC datetime, so the emulator and Lianyi's runtime
+    (dispatcher, scheduler, SOP ticks) can share it: a test moves one clock by days and both see it."""
+
+    def utcnow(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), UTC)
+
+    def set(self, when: datetime) -> None:
+        """Move forward to ``when`` (never backwards)."""
+        self.advance(max(0.0, when.timestamp() - self.now()))

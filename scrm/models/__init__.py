@@ -13,6 +13,7 @@ from scrm.models.infra import (
     OutboxCommand,
     SyncCheckpoint,
 )
+from scrm.models.sop import ContactTouch, EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
 from scrm.models.tags import ContactTag, Tag, TagGroup
 from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
 
@@ -23,16 +24,21 @@ __all__ = [
     "CommandStatus",
     "Contact",
     "ContactTag",
+    "ContactTouch",
     "Corp",
     "CustomerGroup",
     "DeadLetter",
     "Dealer",
     "DeletedBy",
+    "EnrolmentStatus",
     "FollowRelation",
     "GroupMember",
     "InboxEvent",
     "InboxStatus",
     "OutboxCommand",
+    "SopEnrolment",
+    "SopStepRun",
+    "SopVersion",
     "Staff",
     "StaffRole",
     "Stage",

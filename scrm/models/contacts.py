@@ -27,7 +27,10 @@ class DeletedBy(StrEnum):
 
 class Contact(SQLModel, table=True):
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("corp_id", "external_userid", name="uq_contacts_corp_ext"),)
+    __table_args__ = (
+        UniqueConstraint("corp_id", "external_userid", name="uq_contacts_corp_ext"),
+        Index("ix_contacts_corp_active", "corp_id", "last_active_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     corp_id: str = Field(foreign_key="corps.corp_id", index=True, max_length=64)
@@ -42,6 +45,8 @@ class Contact(SQLModel, table=True):
     intent_level: str | None = Field(default=None, max_length=1)
     score: int = Field(default=0)
     detail_synced_at: datetime | None = ts_field()
+    # the customer's last inbound message or tracked-link click (contact.silent counts from here)
+    last_active_at: datetime | None = ts_field()
     created_at: datetime = ts_field(default_now=True)
     updated_at: datetime = ts_field(default_now=True)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from scrm.models._base import ts_field
+from scrm.models._base import json_field, ts_field
 
 
 class CustomerGroup(SQLModel, table=True):
@@ -24,6 +24,7 @@ class CustomerGroup(SQLModel, table=True):
     status: str = Field(default="active", max_length=16)  # active | dismissed
     member_version: str = Field(default="", max_length=64)
     member_count: int = Field(default=0)
+    tags: list[str] | None = json_field()  # operators' group tags (WeCom has none for customer groups)
     wecom_created_at: datetime | None = ts_field()
     dismissed_at: datetime | None = ts_field()
     synced_at: datetime | None = ts_field()

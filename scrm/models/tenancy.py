@@ -37,6 +37,11 @@ class Dealer(SQLModel, table=True):
     name: str = Field(default="", max_length=128)
     city: str = Field(default="", max_length=64)
     region: str = Field(default="", max_length=64)
+    # what SOP templates may quote (dealer.address, dealer.hours…); answers: keyword topic → the dealer's reply
+    address: str = Field(default="", max_length=256)
+    phone: str = Field(default="", max_length=32)
+    hours: str = Field(default="", max_length=128)
+    answers: dict[str, Any] | None = json_field()
     created_at: datetime = ts_field(default_now=True)
 
 

@@ -34,6 +34,7 @@ from scrm.channel import parse_state
 from scrm.commands import CommandKind, enqueue
 from scrm.db_types import utcnow
 from scrm.models import Contact, ContactTag, Dealer, DeletedBy, FollowRelation, Staff
+from scrm.sop import hooks, triggers
 from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
 from scrm.welcome import WelcomeTemplateError, build_context, renderer_for
 
@@ -124,7 +125,22 @@ async def on_contact_added(
         if relation.added_at is None or event_time >= relation.added_at or relation.deleted_at is not None:
             assign(relation, values)
     await _fetch_contact(session, corp_id, external_userid, event_time)
-    if welcome_code:
+    sop_welcomes = False
+    services = hooks.active()
+    if services is not None:
+        sop_welcomes = await triggers.contact_added(
+            session,
+            services,
+            corp_id,
+            external_userid=external_userid,
+            userid=userid,
+            state=relation.state,
+            channel=relation.channel,
+            dealer_code=relation.dealer_code,
+            welcome_code=welcome_code,
+            event_time=event_time,
+        )
+    if welcome_code and not sop_welcomes:  # the built-in welcome: no SOP template sends one
         await _enqueue_welcome(session, corp_id, contact, relation, welcome_code, event_time, Path(sop_dir))
 
 
@@ -236,7 +252,11 @@ async def _mark_deleted(
         return False
     if relation.deleted_at is not None:
         return False
-    return assign(relation, values)
+    changed = assign(relation, values)
+    services = hooks.active()
+    if changed and services is not None:
+        await triggers.recheck_exits(session, services, corp_id, "contact", external_userid, event_time)
+    return changed
 
 
 async def on_deleted_by_staff(
@@ -338,7 +358,8 @@ async def sync_contact_tags(
         if row.tag_id not in want:
             await session.delete(row)
     conn = await session.connection()
-    for tag_id in sorted(want - have):
+    added = sorted(want - have)
+    for tag_id in added:
         values = {
             "corp_id": corp_id,
             "external_userid": external_userid,
@@ -349,6 +370,9 @@ async def sync_contact_tags(
         await conn.execute(
             insert_ignore(session, ContactTag, values, ["corp_id", "external_userid", "userid", "tag_id"])
         )
+    services = hooks.active()
+    if added and services is not None:
+        await triggers.tags_added(session, services, corp_id, external_userid, userid, added, at=utcnow())
     return want != have
 
 

@@ -28,6 +28,7 @@ from scrm import audit
 from scrm.commands import CommandKind, delay, enqueue
 from scrm.db_types import utcnow
 from scrm.models import CustomerGroup, GroupMember, Staff
+from scrm.sop import hooks, triggers
 from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,11 @@ async def on_group_updated(
         await _fetch_group(session, corp_id, chat_id, "version", cur_mem_ver or str(epoch(event_time)), refetch_delay)
     count = await _active_member_count(session, corp_id, chat_id)
     assign(group, {"member_version": cur_mem_ver or group.member_version, "member_count": count})
+    services = hooks.active()
+    if update_detail == "add_member" and services is not None:
+        joined = [m for m, was_new in zip(members, changed, strict=True) if was_new]
+        if joined:
+            await triggers.member_joined(session, services, corp_id, chat_id, joined, at=event_time)
 
 
 async def _member_joined(

@@ -1,0 +1,237 @@
+"""``lianyi sop render`` and ``lianyi sop dry-run``: one template against the real data, nothing sent or written.
+
+Both read the SOP folder (``LIANYI_SOP_DIR``) and the database (``LIANYI_DATABASE_URL``) of one corp
+(``LIANYI_CORP_ID``; may be left out when the database holds a single corp). The database is opened in a
+read-only transaction (PostgreSQL ``SET TRANSACTION READ ONLY``, SQLite ``PRAGMA query_only``) that is
+rolled back at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import click
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import text
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.cli.sop import default_sop_dir, shown_path, sop
+from bot.cli.sop_views import print_dry_run, print_rendered_steps
+from bot.settings import ENV_PREFIX, load_storage_settings
+from scrm.db import make_engine, make_session_factory
+from scrm.models import Corp
+from scrm.sop.dryrun import dry_run
+from scrm.sop.problems import RENDER_ERROR_CODES
+from scrm.sop.render import SopRenderError
+from scrm.sop.source import FolderLoad, TemplateSource, load_folder
+from scrm.sop.spec import TemplateBundle
+from scrm.sop.subjects import ContactFacts, GroupFacts, load_contact, load_group
+from scrm.sop.timing import CHINA_TZ
+
+T = TypeVar("T")
+
+
+class ToolFailure(Exception):
+    """A problem the operator must fix; the message (Chinese) is printed and the command exits 1."""
+
+
+class _CorpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    corp_id: str = ""
+
+
+# ---- shared: the template, the database --------------------------------------------------------------------
+
+
+def _find_source(load: FolderLoad, template: str, path: Path | None) -> TemplateSource:
+    sources = list(load.sources.values())
+    if path is not None:
+        found = [s for s in sources if s.path.resolve() == path.resolve()]
+    else:  # by id; a file too broken to have one is found by its name
+        found = [s for s in sources if isinstance(s.raw, dict) and s.raw.get("id") == template]
+        found = found or [s for s in sources if s.path.stem == template]
+    if found:
+        return found[0]
+    ids = sorted(str(s.raw.get("id")) for s in load.sources.values() if isinstance(s.raw, dict) and s.raw.get("id"))
+    close = difflib.get_close_matches(template, ids, n=1)
+    hint = f"，是不是 {close[0]}？" if close else f"。可用的模板：{'、'.join(ids) or '无'}"
+    raise ToolFailure(f"找不到模板 {template}{hint}")
+
+
+def load_bundle(template: str) -> tuple[FolderLoad, TemplateSource, TemplateBundle]:
+    """The template named by id (in ``LIANYI_SOP_DIR``) or by the path of its YAML file (its folder is loaded)."""
+    candidate = Path(template)
+    path = candidate if candidate.suffix in (".yaml", ".yml") or candidate.is_file() else None
+    if path is not None and not path.is_file():
+        raise ToolFailure(f"模板文件不存在：{template}")
+    folder = path.parent if path is not None else default_sop_dir()
+    if not folder.is_dir():
+        raise ToolFailure(f"SOP 目录不存在：{folder}")
+    load = load_folder(folder)
+    source = _find_source(load, template, path)
+    if source.bundle is None:
+        lines = [f"{shown_path(p.path)}:{p.line}:{p.col} {p.code} {p.message}" for p in source.problems]
+        lines.append("模板有问题，无法使用；请先修正（lianyi sop check）")
+        raise ToolFailure("\n".join(lines))
+    return load, source, source.bundle
+
+
+async def _corp(session: AsyncSession, configured: str) -> str:
+    corps = list((await session.exec(select(Corp.corp_id))).all())
+    if configured:
+        if configured not in corps:
+            raise ToolFailure(f"数据库中没有企业 {configured}（LIANYI_CORP_ID），请先运行 lianyi sync")
+        return configured
+    if len(corps) == 1:
+        return corps[0]
+    raise ToolFailure(f"请设置 LIANYI_CORP_ID：数据库中有 {len(corps)} 个企业")
+
+
+async def _read_only(work: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+    """Run ``work(session, corp_id)`` in a read-only transaction that is rolled back."""
+    engine = make_engine(load_storage_settings().database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            conn = await session.connection()
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+            else:
+                await conn.execute(text("PRAGMA query_only = ON"))
+            try:
+                return await work(session, await _corp(session, _CorpSettings().corp_id))
+            finally:
+                await session.rollback()
+    finally:
+        await engine.dispose()
+
+
+def _run(work: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_read_only(work))
+    except ToolFailure as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def parse_moment(value: str) -> datetime:
+    """ISO date or date-time; without an offset it is China time."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"时间格式无效：{value}，应为 2026-03-02 或 2026-03-02T10:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=CHINA_TZ)
+    return moment.astimezone(UTC)
+
+
+def render_error_line(
+    error: SopRenderError, source: TemplateSource, folder: Path, prefix: tuple[str | int, ...]
+) -> str:
+    """``file:line code message`` of a render error: the message file's line, or the template YAML's line."""
+    code = RENDER_ERROR_CODES.get(error.code, "SOP011")
+    if error.file is not None:
+        return f"{shown_path(str(folder / error.file))}:{error.line or 1} {code} {error.message_cn}"
+    mark = source.source.text_line((*prefix, *error.loc), error.line or 1)
+    return f"{shown_path(str(source.path))}:{mark.line} {code} {error.message_cn}"
+
+
+# ---- render --------------------------------------------------------------------------------------------------
+
+
+@sop.command("render")
+@click.argument("template")
+@click.option("--contact", "external_userid", default="", help="客户 external_userid（客户类 SOP）")
+@click.option("--group", "chat_id", default="", help="客户群 chat_id（群类 SOP）")
+@click.option("--step", "step_id", default="", help="只渲染这一步（步骤 id 或 s1、s2…）")
+@click.option("--at", "at_text", default="", help="渲染时的“现在”（ISO，默认当前时间，北京时间）")
+def render_command(template: str, external_userid: str, chat_id: str, step_id: str, at_text: str) -> None:
+    """Render a template's messages with a real contact or group (用真实客户数据渲染模板)."""
+    now = parse_moment(at_text) if at_text else datetime.now(UTC)
+    try:
+        load, source, bundle = load_bundle(template)
+    except ToolFailure as exc:
+        _fail(str(exc))
+    if any(p.code == "SOP022" for p in load.problems):
+        click.echo("注意：policy.yaml 有问题，预计时间按默认触达策略估算（lianyi sop check 查看详情）", err=True)
+    kind = bundle.template.kind
+    if kind == "contact" and not external_userid:
+        _fail(f"模板 {bundle.id} 是客户类 SOP，请用 --contact 指定客户 external_userid")
+    if kind == "group" and not chat_id:
+        _fail(f"模板 {bundle.id} 是群类 SOP，请用 --group 指定客户群 chat_id")
+    ids = [bundle.template.step_id(i) for i in range(len(bundle.template.steps))]
+    if step_id and step_id not in ids:
+        _fail(f"模板 {bundle.id} 没有步骤 {step_id}；步骤：{'、'.join(ids)}")
+
+    async def facts_of(session: AsyncSession, corp_id: str) -> ContactFacts | GroupFacts:
+        found: ContactFacts | GroupFacts | None
+        if kind == "group":
+            found = await load_group(session, corp_id, chat_id)
+            if found is None:
+                raise ToolFailure(f"找不到客户群 {chat_id}（企业 {corp_id}）；请确认 chat_id，或先运行 lianyi sync")
+            return found
+        found = await load_contact(session, corp_id, external_userid)
+        if found is None:
+            raise ToolFailure(
+                f"找不到客户 {external_userid}（企业 {corp_id}）；请确认 external_userid，或先运行 lianyi sync"
+            )
+        return found
+
+    facts = _run(facts_of)
+    errors = print_rendered_steps(bundle, load.policy, facts, now, only=step_id)
+    for prefix, error in errors:
+        click.echo(render_error_line(error, source, Path(source.path).parent, prefix))
+    if errors:
+        click.echo(f"渲染失败：{len(errors)} 处")
+        sys.exit(1)
+
+
+# ---- dry-run -------------------------------------------------------------------------------------------------
+
+
+@sop.command("dry-run")
+@click.argument("template")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 366), help="模拟多少天")
+@click.option("--from", "start_text", default="", help="从何时开始（ISO，默认现在，北京时间）")
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON 报告")
+@click.option("--rows", default=30, show_default=True, type=click.IntRange(0), help="明细表最多显示几行")
+def dry_run_command(template: str, days: int, start_text: str, as_json: bool, rows: int) -> None:
+    """Simulate a template on the real data without writing (试运行：谁会进入、何时发送、每日条数、策略冲突).
+
+    \b
+    谁会进入：
+      事件触发：当前符合受众和触发条件的对象，视为在开始时刻同时触发
+      定时触发（cron / dates）：窗口内每次触发 × 符合受众的对象
+      沉默唤醒：已沉默满 days 天的客户立即进入，窗口内将满的在那一刻进入
+    上限和群发额度按数据库里已有的触达记录加上本模板的发送计算。
+    """
+    start = parse_moment(start_text) if start_text else datetime.now(UTC).replace(second=0, microsecond=0)
+    try:
+        load, _source, bundle = load_bundle(template)
+    except ToolFailure as exc:
+        _fail(str(exc))
+    policy_problems = [p for p in load.problems if p.code == "SOP022"]
+    if policy_problems:
+        for p in policy_problems:
+            click.echo(f"{shown_path(p.path)}:{p.line}:{p.col} {p.code} {p.message}", err=True)
+        _fail("policy.yaml 有问题，试运行需要有效的触达策略")
+
+    report = _run(
+        lambda session, corp_id: dry_run(session, bundle, load.policy, corp_id=corp_id, start=start, days=days)
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    print_dry_run(report, load.policy, rows=rows, window=timedelta(days=days))

@@ -1,0 +1,160 @@
+"""The templates a process runs, hot-reloaded from the SOP folder.
+
+Every process (worker, scheduler…) holds one :class:`CatalogHolder` per SOP folder. :meth:`CatalogHolder.current`
+looks at the folder's fingerprint (every file's path, size and mtime) at most every ``check_every`` seconds;
+when it changed, the whole folder is loaded and checked again (:func:`scrm.sop.check.check_folder`). Only a
+folder without a single problem replaces the running catalog — all of it at once, never half-loaded. An
+invalid edit keeps the last good catalog running; the problems are logged (one line each, with
+``file:line:col code``) and kept on :attr:`CatalogHolder.problems` for ``/healthz`` and the console.
+
+A process whose very first load fails runs an *empty* catalog flagged ``ok=False``: no template starts,
+enrolments already in flight keep running on their stored versions, and nothing is cancelled because of
+templates that merely failed to load (only a good catalog can say a template was deleted or disabled).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scrm.sop.policy import Policy
+from scrm.sop.spec import TemplateBundle
+
+log = logging.getLogger(__name__)
+
+FOLDER_SUFFIXES = frozenset({".yaml", ".yml", ".j2"})
+
+
+@dataclass(frozen=True)
+class Catalog:
+    bundles: Mapping[str, TemplateBundle] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    ok: bool = True  # False: nothing valid was ever loaded (see the module docstring)
+    generation: int = 0  # bumps on every successful reload
+
+    def enabled(self) -> list[TemplateBundle]:
+        """Enabled templates, higher priority first (then by id, for a stable order)."""
+        live = [b for b in self.bundles.values() if b.template.enabled]
+        return sorted(live, key=lambda b: (-b.template.priority, b.id))
+
+    def for_event(self, event: str) -> list[TemplateBundle]:
+        return [b for b in self.enabled() if b.template.trigger.event == event]
+
+    def scheduled(self) -> list[TemplateBundle]:
+        return [b for b in self.enabled() if b.template.trigger.event is None]
+
+    def has_welcome_step(self) -> bool:
+        """True when an enabled contact.added template sends the welcome (the built-in one then stays quiet)."""
+        return any(any(s.welcome is not None for s in b.template.steps) for b in self.for_event("contact.added"))
+
+    def end_reason(self, template_id: str) -> str | None:
+        """Why enrolments of ``template_id`` must end now: deleted or disabled (None = keep running)."""
+        if not self.ok:
+            return None
+        bundle = self.bundles.get(template_id)
+        if bundle is None:
+            return "template_deleted"
+        if not bundle.template.enabled:
+            return "template_disabled"
+        return None
+
+
+def folder_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Path, size and mtime (ns) of every template, policy and message file below ``directory``."""
+    entries: list[tuple[str, int, int]] = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            path = Path(root, name)
+            if path.suffix in FOLDER_SUFFIXES:
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                entries.append((str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+class CatalogHolder:
+    """The running catalog of one SOP folder, reloaded when the folder changes (see the module docstring)."""
+
+    def __init__(
+        self, directory: str | Path, *, check_every: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.directory = Path(directory)
+        self.check_every = check_every
+        self._clock = clock
+        self._catalog = Catalog(ok=False)
+        self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
+        self._checked_at: float | None = None
+        self.problems: list[str] = []
+
+    @classmethod
+    def fixed(cls, catalog: Catalog) -> CatalogHolder:
+        """A holder that always returns ``catalog`` and never looks at a folder (dry runs, tests)."""
+        holder = cls(Path("."), check_every=float("inf"))
+        holder._catalog = catalog
+        holder._checked_at = 0.0
+        return holder
+
+    def current(self) -> Catalog:
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self.check_every:
+            self._checked_at = now
+            self.reload()
+        return self._catalog
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Load the folder again if it changed (or ``force``); True when a new catalog is now running."""
+        fingerprint = folder_fingerprint(self.directory)
+        if not force and fingerprint == self._fingerprint:
+            return False
+        from scrm.sop.check import check_loaded
+        from scrm.sop.source import load_folder
+
+        try:
+            loaded = load_folder(self.directory)
+            problems = [str(p) for p in check_loaded(loaded, self.directory)]
+        except OSError as exc:
+            self._fingerprint = fingerprint
+            self.problems = [f"{self.directory}: 无法读取 SOP 目录（{exc.strerror or exc}）"]
+            log.error("SOP folder cannot be read; keeping the last good templates: %s", exc)
+            return False
+        if folder_fingerprint(self.directory) != fingerprint:  # edited while we read it: look again next time
+            return False
+        self._fingerprint = fingerprint
+        if problems or loaded.problems:
+            self.problems = problems or [str(p) for p in loaded.problems]
+            for line in self.problems:
+                log.error("SOP folder has a problem; keeping the last good templates: %s", line)
+            return False
+        self.problems = []
+        self._catalog = Catalog(
+            bundles=dict(loaded.bundles),
+            policy=loaded.policy,
+            ok=True,
+            generation=self._catalog.generation + 1,
+        )
+        log.info(
+            "SOP templates loaded",
+            extra={
+                "directory": str(self.directory),
+                "templates": len(loaded.bundles),
+                "versions": {b.id: b.version for b in loaded.bundles.values()},
+            },
+        )
+        return True
+
+
+@functools.lru_cache(maxsize=8)
+def _holder(directory: Path) -> CatalogHolder:
+    return CatalogHolder(directory)
+
+
+def catalog_for(sop_dir: str | Path) -> CatalogHolder:
+    """The process's holder for ``sop_dir`` (one per folder, so every caller sees the same catalog)."""
+    return _holder(Path(sop_dir).resolve())

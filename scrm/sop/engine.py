@@ -1,0 +1,495 @@
+"""The SOP engine: enrol subjects into templates and run each due step exactly once, within the policy.
+
+Exactly once, in three layers:
+
+1. an enrolment is unique per (corp, template, subject, occurrence): a replayed trigger enrols nobody twice;
+2. a tick claims due enrolments with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has one writer), so two
+   schedulers — e.g. the old and the new leader during a failover — never hold the same enrolment;
+3. a step's deterministic key (``sop:<template>:<subject>:<occurrence>:<step>``) is inserted into
+   ``sop_step_runs`` in the same transaction that writes its outbox commands (whose idempotency keys derive
+   from it). A crash before commit leaves neither; a second attempt finds the key and moves on.
+
+Versions: an enrolment stores the template version it began with and finishes on it, whatever happens to the
+file; new enrolments take the current version. A template deleted or disabled in a good catalog ends its
+enrolments (``cancelled``) at their next step and in the sweep after each reload.
+
+Timing: every step's due time counts from the enrolment (``after``/``at``/``weekday``, see
+:func:`scrm.sop.timing.step_due`); a step never runs before the one above it. The contact policy may move a due
+step (quiet hours, caps, quota) or skip it; a skip is recorded like a run, with its reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scrm.db import SessionFactory, write_transaction
+from scrm.db_types import utcnow
+from scrm.models import EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
+from scrm.sop import actions
+from scrm.sop.catalog import Catalog, CatalogHolder
+from scrm.sop.context import build_context
+from scrm.sop.policy import decide
+from scrm.sop.render import SopRenderer, SopRenderError
+from scrm.sop.spec import TemplateBundle
+from scrm.sop.subjects import (
+    ContactFacts,
+    GroupFacts,
+    contact_exit_reason,
+    group_exit_reason,
+    load_contact,
+    load_group,
+)
+from scrm.sop.timing import step_due
+from scrm.sop.touches import count_touches
+
+log = logging.getLogger(__name__)
+
+KEY_MAX = 200
+RETRY_AFTER = timedelta(minutes=5)  # a step that raised is tried again this much later
+TOUCH_KINDS = frozenset({"private_message", "advisor_task", "group_message"})
+
+
+@dataclass
+class SopServices:
+    """What the engine needs from its process: the catalog, the link signer, and caches."""
+
+    holder: CatalogHolder
+    links: Any = None  # scrm.links.LinkSigner | None
+    console_url: str = "https://work.weixin.qq.com/"
+    _bundles: dict[tuple[str, str], TemplateBundle] = field(default_factory=dict)
+    _renderers: dict[tuple[str, str], SopRenderer] = field(default_factory=dict)
+    swept_generation: int = -1
+
+    def catalog(self) -> Catalog:
+        return self.holder.current()
+
+    async def bundle(self, session: AsyncSession, template_id: str, version: str) -> TemplateBundle | None:
+        """The exact version an enrolment started with: the running one, or the stored snapshot."""
+        key = (template_id, version)
+        cached = self._bundles.get(key)
+        if cached is not None:
+            return cached
+        current = self.catalog().bundles.get(template_id)
+        if current is not None and current.version == version:
+            found: TemplateBundle | None = current
+        else:
+            row = (
+                await session.exec(
+                    select(SopVersion.spec).where(SopVersion.template_id == template_id, SopVersion.version == version)
+                )
+            ).first()
+            found = TemplateBundle.from_snapshot(row) if row is not None else None
+        if found is not None:
+            self._bundles[key] = found
+        return found
+
+    def renderer(self, bundle: TemplateBundle) -> SopRenderer:
+        key = (bundle.id, bundle.version)
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = self._renderers[key] = SopRenderer(bundle, links=self.links)
+        return renderer
+
+
+def step_key(enrolment: SopEnrolment, step_id: str) -> str:
+    """The step's deterministic id; long subject ids are hashed to keep it within the column."""
+    key = (
+        f"sop:{enrolment.template_id}:{enrolment.subject_type}:{enrolment.subject_id}:{enrolment.occurrence}:{step_id}"
+    )
+    if len(key) <= KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return f"sop:{enrolment.template_id}:{digest}:{step_id}"
+
+
+def _dialect_insert(dialect: str) -> Any:
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+@functools.cache
+def _insert_version(dialect: str) -> Any:
+    table = SopVersion.__table__  # type: ignore[attr-defined]
+    values = {
+        c: bindparam(c, type_=table.c[c].type) for c in ("template_id", "version", "name", "kind", "spec", "created_at")
+    }
+    return (
+        _dialect_insert(dialect)(table).values(values).on_conflict_do_nothing(index_elements=["template_id", "version"])
+    )
+
+
+@functools.cache
+def _insert_enrolment(dialect: str) -> Any:
+    table = SopEnrolment.__table__  # type: ignore[attr-defined]
+    columns = (
+        "corp_id", "template_id", "version", "subject_type", "subject_id", "occurrence", "staff_userid", "priority",
+        "status", "next_step", "next_due_at", "context", "enrolled_at", "updated_at",
+    )  # fmt: skip
+    values = {c: bindparam(c, type_=table.c[c].type) for c in columns}
+    unique = ["corp_id", "template_id", "subject_type", "subject_id", "occurrence"]
+    return (
+        _dialect_insert(dialect)(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(table.c.id)
+    )
+
+
+@functools.cache
+def _claim_step(dialect: str) -> Any:
+    table = SopStepRun.__table__  # type: ignore[attr-defined]
+    columns = (
+        "corp_id",
+        "enrolment_id",
+        "step_key",
+        "step_id",
+        "action",
+        "outcome",
+        "reason",
+        "due_at",
+        "ran_at",
+        "commands",
+    )
+    values = {c: bindparam(c, type_=table.c[c].type) for c in columns}
+    return _dialect_insert(dialect)(table).values(values).on_conflict_do_nothing(index_elements=["step_key"])
+
+
+def first_due(bundle: TemplateBundle, index: int, enrolled_at: datetime) -> datetime:
+    step = bundle.template.steps[index]
+    return step_due(enrolled_at, after=step.after, at=step.at, weekdays=step.weekday)
+
+
+async def enrol(
+    session: AsyncSession,
+    services: SopServices,
+    bundle: TemplateBundle,
+    *,
+    corp_id: str,
+    subject_type: str,
+    subject_id: str,
+    occurrence: str = "",
+    staff_userid: str = "",
+    context: dict[str, Any] | None = None,
+    at: datetime,
+) -> bool:
+    """Enrol a subject (idempotent per occurrence) and run the steps already due; False if enrolled before."""
+    conn = await session.connection()
+    dialect = conn.dialect.name
+    template = bundle.template
+    await conn.execute(
+        _insert_version(dialect),
+        {
+            "template_id": bundle.id,
+            "version": bundle.version,
+            "name": template.name,
+            "kind": template.kind,
+            "spec": bundle.snapshot(),
+            "created_at": utcnow(),
+        },
+    )
+    due = first_due(bundle, 0, at)
+    values = {
+        "corp_id": corp_id,
+        "template_id": bundle.id,
+        "version": bundle.version,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "occurrence": occurrence,
+        "staff_userid": staff_userid,
+        "priority": template.priority,
+        "status": EnrolmentStatus.ACTIVE.value,
+        "next_step": 0,
+        "next_due_at": due,
+        "context": context or {},
+        "enrolled_at": at,
+        "updated_at": utcnow(),
+    }
+    new_id = (await conn.execute(_insert_enrolment(dialect), values)).scalar()
+    if new_id is None:
+        return False
+    if due <= at:
+        enrolment = await session.get(SopEnrolment, new_id)
+        assert enrolment is not None
+        await advance(session, services, enrolment, at)
+    return True
+
+
+def _finish(enrolment: SopEnrolment, status: EnrolmentStatus, reason: str, now: datetime) -> None:
+    enrolment.status = status.value
+    enrolment.end_reason = reason
+    enrolment.ended_at = now
+    enrolment.next_due_at = None
+    enrolment.step_due_since = None
+    enrolment.updated_at = utcnow()
+
+
+async def _facts(session: AsyncSession, enrolment: SopEnrolment) -> ContactFacts | GroupFacts | None:
+    if enrolment.subject_type == "group":
+        return await load_group(session, enrolment.corp_id, enrolment.subject_id)
+    return await load_contact(session, enrolment.corp_id, enrolment.subject_id, enrolment.staff_userid)
+
+
+def subject_variables(facts: ContactFacts | GroupFacts, trigger: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The template variables a step of ``facts``'s enrolment sees (``trigger`` = the enrolment's context);
+    also used by ``lianyi sop render`` and the dry run."""
+    if isinstance(facts, ContactFacts):
+        return build_context(
+            contact=facts.variables(),
+            staff={"userid": facts.staff_userid, "name": facts.staff_name},
+            dealer=facts.dealer,
+            trigger=trigger,
+            now=now,
+        )
+    return build_context(
+        group=facts.variables(),
+        staff={"userid": facts.owner, "name": facts.owner_name},
+        dealer=facts.dealer,
+        trigger=trigger,
+        now=now,
+    )
+
+
+def _variables(facts: ContactFacts | GroupFacts, enrolment: SopEnrolment, now: datetime) -> dict[str, Any]:
+    return subject_variables(facts, dict(enrolment.context), now)
+
+
+async def _record(
+    session: AsyncSession,
+    enrolment: SopEnrolment,
+    key: str,
+    step_id: str,
+    action: str,
+    *,
+    outcome: str,
+    reason: str = "",
+    due_at: datetime | None,
+    now: datetime,
+    commands: list[str] | None = None,
+) -> bool:
+    """Claim the step's key; False when it was claimed before (the step already ran)."""
+    assert enrolment.id is not None
+    conn = await session.connection()
+    result = await conn.execute(
+        _claim_step(conn.dialect.name),
+        {
+            "corp_id": enrolment.corp_id,
+            "enrolment_id": enrolment.id,
+            "step_key": key,
+            "step_id": step_id,
+            "action": action,
+            "outcome": outcome,
+            "reason": reason,
+            "due_at": due_at,
+            "ran_at": now,
+            "commands": commands,
+        },
+    )
+    return bool(result.rowcount)
+
+
+async def advance(session: AsyncSession, services: SopServices, enrolment: SopEnrolment, now: datetime) -> None:
+    """Run every step of ``enrolment`` that is due at ``now``, then schedule the next one (or finish)."""
+    if enrolment.status != EnrolmentStatus.ACTIVE.value:
+        return
+    catalog = services.catalog()
+    retired = catalog.end_reason(enrolment.template_id)
+    if retired:
+        _finish(enrolment, EnrolmentStatus.CANCELLED, retired, now)
+        return
+    bundle = await services.bundle(session, enrolment.template_id, enrolment.version)
+    if bundle is None:
+        log.error("SOP version missing; enrolment cancelled", extra={"enrolment": enrolment.id})
+        _finish(enrolment, EnrolmentStatus.CANCELLED, "version_missing", now)
+        return
+    template = bundle.template
+    renderer = services.renderer(bundle)
+    steps = template.steps
+    while enrolment.next_step < len(steps):
+        facts = await _facts(session, enrolment)
+        if facts is None:
+            _finish(enrolment, EnrolmentStatus.CANCELLED, "subject_gone", now)
+            return
+        exit_reason = (
+            contact_exit_reason(template.exit, facts)
+            if isinstance(facts, ContactFacts)
+            else group_exit_reason(template.exit, facts)
+        )
+        if exit_reason:
+            _finish(enrolment, EnrolmentStatus.EXITED, exit_reason, now)
+            return
+        index = enrolment.next_step
+        step = steps[index]
+        due = first_due(bundle, index, enrolment.enrolled_at)
+        if due > now:
+            enrolment.next_due_at = due
+            enrolment.updated_at = utcnow()
+            return
+        since = enrolment.step_due_since or due
+        step_id = template.step_id(index)
+        key = step_key(enrolment, step_id)
+        variables = _variables(facts, enrolment, now)
+        outcome, reason, commands = await _run_step(
+            session, services, catalog, enrolment, bundle, renderer, facts, variables, index, key, since, now
+        )
+        if outcome == "wait":
+            return
+        claimed = await _record(
+            session,
+            enrolment,
+            key,
+            step_id,
+            step.action,
+            outcome=outcome,
+            reason=reason,
+            due_at=since,
+            now=now,
+            commands=commands,
+        )
+        if not claimed:
+            log.warning("SOP step already ran; moving on", extra={"step_key": key})
+        enrolment.next_step = index + 1
+        enrolment.step_due_since = None
+        enrolment.next_due_at = now
+        if step.end:
+            _finish(enrolment, EnrolmentStatus.COMPLETED, "end_step", now)
+            return
+    _finish(enrolment, EnrolmentStatus.COMPLETED, "all_steps", now)
+
+
+async def _run_step(
+    session: AsyncSession,
+    services: SopServices,
+    catalog: Catalog,
+    enrolment: SopEnrolment,
+    bundle: TemplateBundle,
+    renderer: SopRenderer,
+    facts: ContactFacts | GroupFacts,
+    variables: dict[str, Any],
+    index: int,
+    key: str,
+    since: datetime,
+    now: datetime,
+) -> tuple[str, str, list[str]]:
+    """Decide and perform one due step: ("wait", …) leaves it for later, else the outcome to record."""
+    step = bundle.template.steps[index]
+    if step.when:
+        try:
+            if not renderer.evaluate(step.when, variables):
+                return "skipped", "when_false", []
+        except SopRenderError as exc:
+            log.error("SOP step condition failed", extra={"step_key": key, "error": str(exc)})
+            return "skipped", "when_error", []
+    touches = None
+    if step.kind in TOUCH_KINDS:
+        recipient = ("group", facts.chat_id) if isinstance(facts, GroupFacts) else ("contact", facts.external_userid)
+        touches = await count_touches(session, catalog.policy, enrolment.corp_id, *recipient, now)
+    decision = decide(
+        catalog.policy,
+        kind=step.kind,
+        at=now,
+        due_since=since,
+        touches_today=touches.today if touches else 0,
+        touches_week=touches.week if touches else 0,
+        quota_used=touches.quota_used if touches and step.kind in ("private_message", "group_message") else None,
+    )
+    if decision.verdict == "wait":
+        assert decision.not_before is not None
+        enrolment.next_due_at = decision.not_before
+        enrolment.step_due_since = since
+        enrolment.updated_at = utcnow()
+        return "wait", decision.reason, []
+    if decision.verdict == "skip":
+        return "skipped", decision.reason, []
+    run = actions.StepRun(
+        session=session,
+        services=services,
+        enrolment=enrolment,
+        bundle=bundle,
+        step=step,
+        step_key=key,
+        facts=facts,
+        variables=variables,
+        renderer=renderer,
+        now=now,
+    )
+    try:
+        await actions.ACTIONS[step.action](run)
+    except actions.StepSkipped as skipped:
+        return "skipped", skipped.reason, []
+    except SopRenderError as exc:
+        log.error("SOP message failed to render; step skipped", extra={"step_key": key, "error": str(exc)})
+        return "skipped", "render_error", []
+    return ("sent" if run.commands else "done"), "", run.commands
+
+
+async def run_due(
+    session_factory: SessionFactory, services: SopServices, now: datetime, *, batch: int = 200, max_batches: int = 50
+) -> int:
+    """One tick: advance every enrolment due at ``now`` (in batches, each its own transaction)."""
+    total = 0
+    for _ in range(max_batches):
+        async with write_transaction(session_factory, urgent=False) as session:
+            rows = list(
+                (
+                    await session.exec(
+                        select(SopEnrolment)
+                        .where(
+                            SopEnrolment.status == EnrolmentStatus.ACTIVE.value, col(SopEnrolment.next_due_at) <= now
+                        )
+                        .order_by(col(SopEnrolment.next_due_at))
+                        .limit(batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+            )
+            # higher-priority templates first: when caps collide inside a tick, they win
+            for enrolment in sorted(rows, key=lambda e: -e.priority):
+                try:
+                    async with session.begin_nested():
+                        await advance(session, services, enrolment, now)
+                except Exception:
+                    log.exception("SOP step failed; retrying in 5 minutes", extra={"enrolment": enrolment.id})
+                    await session.refresh(enrolment)
+                    enrolment.next_due_at = now + RETRY_AFTER
+        total += len(rows)
+        if len(rows) < batch:
+            break
+    return total
+
+
+async def sweep_retired(session_factory: SessionFactory, services: SopServices, now: datetime) -> int:
+    """After a (re)load, end every enrolment of a template the good catalog no longer runs."""
+    catalog = services.catalog()
+    if not catalog.ok or services.swept_generation == catalog.generation:
+        return 0
+    ended = 0
+    async with write_transaction(session_factory, urgent=False) as session:
+        ids = (
+            await session.exec(
+                select(SopEnrolment.template_id).where(SopEnrolment.status == EnrolmentStatus.ACTIVE.value).distinct()
+            )
+        ).all()
+        for template_id in ids:
+            reason = catalog.end_reason(template_id)
+            if reason is None:
+                continue
+            result = await (await session.connection()).execute(
+                update(SopEnrolment)
+                .where(col(SopEnrolment.template_id) == template_id, col(SopEnrolment.status) == "active")
+                .values(status=EnrolmentStatus.CANCELLED.value, end_reason=reason, ended_at=now, next_due_at=None)
+            )
+            count = int(getattr(result, "rowcount", 0) or 0)
+            ended += count
+            log.info("SOP enrolments ended", extra={"template": template_id, "reason": reason, "count": count})
+    services.swept_generation = catalog.generation
+    return ended

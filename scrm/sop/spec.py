@@ -1,0 +1,474 @@
+"""The SOP template format: what an operator's YAML file means, validated by pydantic.
+
+One YAML file = one template. The models here are the single source of truth for the format; the checker
+(:mod:`scrm.sop.check`) turns their validation errors into ``file:line:col code message`` lines, and the
+engine runs the validated objects. Every operator-facing error message is Chinese; the error *type* (the
+first argument of :class:`~pydantic_core.PydanticCustomError`) is the stable code the checker maps.
+
+A template is frozen together with every Jinja2 file it may render into a :class:`TemplateBundle` whose
+``version`` is a hash of both: an edit to the YAML or to one of its ``.j2`` files is a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from scrm.sop.timing import parse_clock, parse_duration, parse_weekdays, validate_cron
+
+TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+ATTACHMENTS_MAX = 9
+LEVELS = ("H", "A", "B", "C")  # hottest first: H buys within ~7 days
+STAGES = ("prospect", "intent", "owner", "lost")
+
+Kind = Literal["contact", "group"]
+Level = Literal["H", "A", "B", "C"]
+StageName = Literal["prospect", "intent", "owner", "lost"]
+
+# trigger event → the template kinds it may start
+EVENTS: Mapping[str, frozenset[str]] = {
+    "contact.added": frozenset({"contact"}),
+    "contact.tagged": frozenset({"contact"}),
+    "contact.stage_changed": frozenset({"contact"}),
+    "contact.intent_level": frozenset({"contact"}),
+    "lead.lost": frozenset({"contact"}),
+    "contact.silent": frozenset({"contact"}),
+    "group.member_joined": frozenset({"group"}),
+    "message.keyword": frozenset({"contact", "group"}),
+}
+# trigger filter → the events that accept it (the schedule keys cron/dates/at are checked separately)
+TRIGGER_FILTERS: Mapping[str, frozenset[str]] = {
+    "channel": frozenset({"contact.added"}),
+    "dealer": frozenset({"contact.added"}),
+    "staff": frozenset({"contact.added"}),
+    "state": frozenset({"contact.added"}),
+    "tags": frozenset({"contact.tagged"}),
+    "to": frozenset({"contact.stage_changed"}),
+    "level": frozenset({"contact.intent_level"}),
+    "days": frozenset({"contact.silent"}),
+    "keywords": frozenset({"message.keyword"}),
+    "regex": frozenset({"message.keyword"}),
+    "scope": frozenset({"message.keyword"}),
+}
+GROUP_ONLY_AUDIENCE = ("group_tags", "name", "members", "owner")
+CONTACT_ONLY_AUDIENCE = ("tags", "stage", "intent_level", "channel", "staff")
+ACTIONS = (
+    "welcome",
+    "private_message",
+    "advisor_task",
+    "group_message",
+    "add_tags",
+    "remove_tags",
+    "notify_staff",
+    "start_sop",
+    "end",
+)
+# action key → policy kind (add_tags/remove_tags are one "tags" action and may appear together)
+ACTION_KIND: Mapping[str, str] = {**{a: a for a in ACTIONS}, "add_tags": "tags", "remove_tags": "tags"}
+GROUP_ACTIONS = frozenset({"group_message", "notify_staff", "start_sop", "end"})
+CONTACT_ACTIONS = frozenset(ACTIONS) - {"group_message"}
+
+
+def _error(code: str, message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError(code, message, context or None)
+
+
+def _as_list(value: Any) -> Any:
+    """Operators write ``channel: ad`` as often as ``channel: [ad]``."""
+    if value is None:
+        return []
+    if isinstance(value, str | int):
+        return [value]
+    return value
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str | int):
+        raise _error("bad_duration", "时长应写成 30m / 2h / 3d / 1w 这样的字符串")
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise _error("bad_duration", str(exc)) from None
+
+
+def _clock(value: Any) -> Any:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML 1.1 reads 10:00 unquoted as the sexagesimal integer 600
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    try:
+        return parse_clock(str(value))
+    except ValueError as exc:
+        raise _error("bad_time", str(exc)) from None
+
+
+def _weekdays(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return value
+    try:
+        return parse_weekdays(_as_list(value))
+    except ValueError as exc:
+        raise _error("bad_weekday", str(exc)) from None
+
+
+def _regex(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        re.compile(str(value))
+    except re.error as exc:
+        raise _error("bad_regex", f"正则表达式无效：{exc}") from None
+    return str(value)
+
+
+def _cron(value: Any) -> Any:
+    if value is None:
+        return None
+    problem = validate_cron(str(value))
+    if problem:
+        raise _error("bad_cron", problem)
+    return str(value)
+
+
+def _dates(value: Any) -> Any:
+    out: list[date] = []
+    for item in _as_list(value):
+        if isinstance(item, date):
+            out.append(item)
+            continue
+        try:
+            out.append(date.fromisoformat(str(item)))
+        except ValueError:
+            raise _error("bad_date", f"日期格式无效：{item}，应为 2026-02-17 这样的 YYYY-MM-DD") from None
+    return out
+
+
+Names = Annotated[list[str], BeforeValidator(_as_list)]
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ClockTime = Annotated[time, BeforeValidator(_clock)]
+Weekdays = Annotated[frozenset[int], BeforeValidator(_weekdays)]
+Regex = Annotated[str | None, BeforeValidator(_regex)]
+Cron = Annotated[str | None, BeforeValidator(_cron)]
+Dates = Annotated[list[date], BeforeValidator(_dates)]
+Levels = Annotated[list[Level], BeforeValidator(_as_list)]
+Stages = Annotated[list[StageName], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# ---- messages ---------------------------------------------------------------------------------------------
+
+
+class LinkAttachment(_Strict):
+    title: str = Field(min_length=1, max_length=128)
+    url: str = Field(pattern=r"^https?://")
+    desc: str = ""
+    picurl: str = ""
+
+
+class ImageAttachment(_Strict):
+    pic_url: str = ""
+    media_id: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageAttachment:
+        if bool(self.pic_url) == bool(self.media_id):
+            raise _error("bad_attachment", "图片附件需要 pic_url 或 media_id 之一")
+        return self
+
+
+class MiniProgramAttachment(_Strict):
+    title: str = Field(min_length=1, max_length=64)
+    appid: str = Field(min_length=1)
+    page: str = Field(min_length=1)
+    pic_media_id: str = Field(min_length=1)
+
+
+class Attachment(_Strict):
+    """Exactly one of ``image``, ``link``, ``miniprogram``."""
+
+    image: ImageAttachment | None = None
+    link: LinkAttachment | None = None
+    miniprogram: MiniProgramAttachment | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Attachment:
+        given = [k for k in ("image", "link", "miniprogram") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _error("bad_attachment", "每个附件只能是 image、link、miniprogram 之一")
+        return self
+
+
+class Message(_Strict):
+    """Text inline (``text``), from a file (``file``) or chosen by channel (``by_channel``: a folder with
+    ``<channel>.j2`` files and a ``default.j2``), plus attachments."""
+
+    text: str | None = None
+    file: str | None = None
+    by_channel: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+
+    @field_validator("attachments")
+    @classmethod
+    def _at_most_nine(cls, value: list[Attachment]) -> list[Attachment]:
+        if len(value) > ATTACHMENTS_MAX:
+            raise _error("too_many_attachments", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {len(value)} 个")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Message:
+        sources = [k for k in ("text", "file", "by_channel") if getattr(self, k)]
+        if len(sources) > 1:
+            raise _error("message_source", "text、file、by_channel 只能选一个")
+        if not sources and not self.attachments:
+            raise _error("message_source", "消息需要 text、file 或 by_channel，或至少一个附件")
+        return self
+
+    @property
+    def source_text(self) -> str | None:
+        return self.text
+
+
+class AdvisorTask(Message):
+    """An app textcard to the contact's staff member with the text to send (the seeds' SOP card)."""
+
+    title: str = Field(default="SOP 跟进任务", max_length=128)
+
+
+class NotifyStaff(_Strict):
+    """An app message to staff: ``to`` = owner (the contact's staff member or the group owner), advisor
+    (the channel's advisor), or explicit userids."""
+
+    to: Names = Field(default_factory=lambda: ["owner"])
+    text: str = Field(min_length=1)
+
+
+# ---- trigger, audience, exit -------------------------------------------------------------------------
+
+
+class Trigger(_Strict):
+    """An event (with filters) or a schedule (``cron``, or ``dates`` with ``at``)."""
+
+    event: str | None = None
+    cron: Cron = None
+    dates: Dates = Field(default_factory=list)
+    at: ClockTime | None = None
+    # filters
+    channel: Names = Field(default_factory=list)
+    dealer: Names = Field(default_factory=list)
+    staff: Names = Field(default_factory=list)
+    state: str | None = None  # glob over the raw contact-way state, e.g. "L1~a~*"
+    tags: Names = Field(default_factory=list)  # contact.tagged: any of these was added
+    to: Stages = Field(default_factory=list)  # contact.stage_changed: the new stage
+    level: Level | None = None  # contact.intent_level: reached this level or a hotter one
+    days: int | None = Field(default=None, ge=1, le=365)  # contact.silent
+    keywords: Names = Field(default_factory=list)  # message.keyword
+    regex: Regex = None
+    scope: Literal["group", "single", "any"] = "any"
+
+    @field_validator("event")
+    @classmethod
+    def _known_event(cls, value: str | None) -> str | None:
+        if value is not None and value not in EVENTS:
+            raise _error("unknown_event", f"未知的触发事件 {value}", choices=sorted(EVENTS))
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> Trigger:
+        schedules = sum([self.cron is not None, bool(self.dates)])
+        if (self.event is None) == (schedules == 0):
+            raise _error("trigger_shape", "trigger 需要且只能有一种：event，或 cron，或 dates")
+        if schedules > 1:
+            raise _error("trigger_shape", "cron 与 dates 只能选一个")
+        if self.dates and self.at is None:
+            raise _error("trigger_shape", 'dates 需要同时写 at（发送时刻，如 "10:00"）')
+        for name, events in TRIGGER_FILTERS.items():
+            value = getattr(self, name)
+            if value not in (None, [], "any") and self.event not in events:
+                raise _error("filter_not_allowed", f"{name} 只能用于 {'、'.join(sorted(events))} 触发", key=name)
+        if self.event == "contact.silent" and self.days is None:
+            raise _error("missing_filter", "contact.silent 需要 days（多少天没有消息或点击）", key="days")
+        if self.event == "contact.intent_level" and self.level is None:
+            raise _error("missing_filter", "contact.intent_level 需要 level（H/A/B/C）", key="level")
+        if self.event == "message.keyword" and not (self.keywords or self.regex):
+            raise _error("missing_filter", "message.keyword 需要 keywords 或 regex", key="keywords")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The event name, or ``schedule`` for cron/dates triggers."""
+        return self.event or "schedule"
+
+
+class TagCondition(_Strict):
+    any: Names = Field(default_factory=list)
+    all: Names = Field(default_factory=list)
+    none: Names = Field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [*self.any, *self.all, *self.none]
+
+
+class MemberRange(_Strict):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class Audience(_Strict):
+    # contacts
+    tags: TagCondition | None = None
+    stage: Stages = Field(default_factory=list)
+    intent_level: Levels = Field(default_factory=list)
+    channel: Names = Field(default_factory=list)
+    staff: Names = Field(default_factory=list)
+    # both: the contact's dealer (channel dealer, else the staff member's) or the group's dealer
+    dealer: Names = Field(default_factory=list)
+    # groups
+    group_tags: TagCondition | None = None
+    name: str | None = None  # glob, e.g. "*车友群*"
+    members: MemberRange | None = None
+    owner: Names = Field(default_factory=list)
+
+
+class Exit(_Strict):
+    """Any condition that holds ends the enrolment and cancels its pending steps."""
+
+    stage: Stages = Field(default_factory=list)
+    intent_level: Levels = Field(default_factory=list)
+    tags_added: Names = Field(default_factory=list)
+    contact_deleted: bool = False  # either side deleted the relation
+    group_dismissed: bool = True
+
+
+# ---- steps ------------------------------------------------------------------------------------------------
+
+
+class Step(_Strict):
+    id: str | None = Field(default=None, pattern=STEP_ID.pattern)
+    immediately: bool = False
+    after: Duration | None = None
+    at: ClockTime | None = None
+    weekday: Weekdays | None = None
+    when: str | None = None  # a Jinja2 expression over the template variables
+    # exactly one action (add_tags and remove_tags may go together)
+    welcome: Message | None = None
+    private_message: Message | None = None
+    advisor_task: AdvisorTask | None = None
+    group_message: Message | None = None
+    add_tags: Names | None = None
+    remove_tags: Names | None = None
+    notify_staff: NotifyStaff | None = None
+    start_sop: str | None = None
+    end: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_action_and_timing(self) -> Step:
+        kinds = {ACTION_KIND[a] for a in ACTIONS if getattr(self, a) is not None}
+        if len(kinds) != 1:
+            found = "、".join(a for a in ACTIONS if getattr(self, a) is not None) or "无"
+            raise _error("step_action", f"每个步骤只能有一个动作（{'、'.join(ACTIONS)}），这里是：{found}")
+        if self.immediately and (self.after or self.at or self.weekday):
+            raise _error("step_timing", "immediately 不能与 after / at / weekday 同时使用")
+        return self
+
+    @property
+    def action(self) -> str:
+        """The action key (``add_tags`` for a step that adds and removes)."""
+        return next(a for a in ACTIONS if getattr(self, a) is not None)
+
+    @property
+    def kind(self) -> str:
+        """The policy kind of the action (see :mod:`scrm.sop.policy`)."""
+        return ACTION_KIND[self.action]
+
+    @property
+    def message(self) -> Message | None:
+        for name in ("welcome", "private_message", "advisor_task", "group_message"):
+            value = getattr(self, name)
+            if value is not None:
+                return value  # type: ignore[no-any-return]
+        return None
+
+
+class SopTemplate(_Strict):
+    id: str = Field(pattern=TEMPLATE_ID.pattern)
+    name: str = Field(min_length=1, max_length=64)
+    kind: Kind
+    enabled: bool = True
+    description: str = ""
+    priority: int = Field(default=50, ge=0, le=100)  # among SOPs: higher goes first when caps collide
+    trigger: Trigger
+    audience: Audience = Field(default_factory=Audience)
+    steps: list[Step] = Field(min_length=1, max_length=50)
+    exit: Exit = Field(default_factory=Exit)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SopTemplate:
+        if self.trigger.event and self.kind not in EVENTS[self.trigger.event]:
+            raise _error("kind_mismatch", f"{self.trigger.event} 不能触发 {self.kind} 类型的 SOP")
+        wrong_audience = CONTACT_ONLY_AUDIENCE if self.kind == "group" else GROUP_ONLY_AUDIENCE
+        for name in wrong_audience:
+            if getattr(self.audience, name) not in (None, []):
+                raise _error("kind_mismatch", f"audience.{name} 不能用于 {self.kind} 类型的 SOP", key=name)
+        allowed = GROUP_ACTIONS if self.kind == "group" else CONTACT_ACTIONS
+        seen: set[str] = set()
+        for index, step in enumerate(self.steps):
+            if step.action not in allowed:
+                raise _error("kind_mismatch", f"第 {index + 1} 步的 {step.action} 不能用于 {self.kind} 类型的 SOP")
+            if step.welcome is not None and self.trigger.event != "contact.added":
+                raise _error("kind_mismatch", "welcome 只能用于 contact.added 触发的 SOP（欢迎语码只在加好友时有效）")
+            step_id = self.step_id(index)
+            if step_id in seen:
+                raise _error("duplicate_step", f"步骤 id 重复：{step_id}")
+            seen.add(step_id)
+        return self
+
+    def step_id(self, index: int) -> str:
+        """The step's stable id: its ``id`` or ``s<number>`` (1-based)."""
+        return self.steps[index].id or f"s{index + 1}"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class TemplateBundle:
+    """A validated template frozen with its message files; in-flight enrolments keep the bundle they began
+    with (it is stored in ``sop_versions``)."""
+
+    template: SopTemplate
+    raw: dict[str, Any]
+    files: Mapping[str, str] = field(default_factory=dict)  # path relative to the SOP folder → text
+    path: str = ""  # the YAML file, relative to the SOP folder
+
+    @property
+    def id(self) -> str:
+        return self.template.id
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256(_canonical({"template": self.raw, "files": dict(self.files)}).encode("utf-8"))
+        return digest.hexdigest()[:16]
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``sop_versions.spec`` stores; :meth:`from_snapshot` rebuilds the same bundle."""
+        return {"template": self.raw, "files": dict(self.files), "path": self.path}
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Mapping[str, Any]) -> TemplateBundle:
+        raw = dict(snapshot["template"])
+        return cls(SopTemplate.model_validate(raw), raw, dict(snapshot.get("files") or {}), str(snapshot["path"]))
