@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot import metrics
 from bot.edge import CallbackEdge
 from bot.inbox.base import Delivery, InboxItem
+from bot.links_route import add_link_routes
 from bot.runtime import ALL_ROLES, Role, Runtime
 from bot.settings import Settings
 
@@ -31,6 +32,8 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     if Role.EDGE in rt.roles:
         CallbackEdge(settings, _RuntimeInbox(rt)).add_routes(app)
+    if rt.sop_links is not None:
+        add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     return app

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from scrm.db import SessionFactory, write_transaction
 from scrm.links import LinkError, LinkSigner, record_click
@@ -29,10 +30,16 @@ INVALID_LINK_PAGE = """<!doctype html>
 def add_link_routes(
     app: web.Application,
     signer: LinkSigner,
-    session_factory: SessionFactory,
+    session_factory: SessionFactory | Callable[[], SessionFactory],
     now: Callable[[], datetime],
 ) -> None:
-    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with."""
+    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with.
+
+    ``session_factory`` may be a getter, resolved per click (routes exist before the runtime has a database).
+    """
+
+    def sessions() -> SessionFactory:
+        return session_factory if isinstance(session_factory, async_sessionmaker) else session_factory()
 
     async def follow_link(request: web.Request) -> web.StreamResponse:
         try:
@@ -42,7 +49,7 @@ def add_link_routes(
             return web.Response(status=404, text=INVALID_LINK_PAGE, content_type="text/html", charset="utf-8")
         if request.method == "GET":
             try:
-                async with write_transaction(session_factory) as session:
+                async with write_transaction(sessions()) as session:
                     await record_click(session, link, now())
             except Exception:
                 log.exception("could not record a tracked-link click", extra={"source": link.source})

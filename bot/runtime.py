@@ -32,11 +32,12 @@ from bot.redis_keys import RedisKeys
 from bot.router import HandlerContext, Router
 from bot.scheduler import LeaderScheduler, maintenance_ticks
 from bot.settings import Settings
-from bot.sop_wiring import sop_services, sop_ticks
+from bot.sop_wiring import link_signer, sop_services, sop_ticks
 from bot.wecom.client import WeComClient, build_wecom_client
 from bot.worker import Worker
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
+from scrm.links import LinkSigner
 from scrm.sop import hooks
 from scrm.sop.engine import SopServices
 
@@ -78,6 +79,11 @@ class Runtime:
     instance_id: str = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    @property
+    def sop_links(self) -> LinkSigner | None:
+        """The tracked-link signer of this deployment (None without LIANYI_PUBLIC_URL)."""
+        return link_signer(self.settings)
 
     async def start(self) -> None:
         s = self.settings

@@ -6,6 +6,7 @@ second leader, a restart or a retry of the same tick cannot enqueue anything twi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class LeaderScheduler:
         self._renew_seconds = renew_seconds
         self._is_leader = False
         self._ticks: list[TickSpec] = []
+        self._stopping = False
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         # a tick that outlasts its interval is simply skipped once (max_instances=1); that is not a warning
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
@@ -63,14 +68,20 @@ class LeaderScheduler:
             self._is_leader = False
 
     async def run_tick(self, spec: TickSpec) -> None:
-        if not self._is_leader:
+        if not self._is_leader or self._stopping:
             return
+        self._running += 1
+        self._idle.clear()
         try:
             await spec.run(self._now())
         except Exception:
             log.exception("tick failed", extra={"tick": spec.name})
         else:
             self._notify_outbox()
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
 
     async def start(self) -> None:
         await self.renew()
@@ -89,7 +100,13 @@ class LeaderScheduler:
             )
         self._scheduler.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_seconds: float = 10.0) -> None:
+        """Start no new tick, let running ones finish (up to ``grace_seconds``), then let go of the lock."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        except TimeoutError:
+            log.warning("ticks still running at shutdown; they are cancelled", extra={"running": self._running})
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         await self._leader.release()

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.commands import CommandKind, enqueue
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
-from scrm.sop.render import SopRenderer
+from scrm.sop.render import RenderedMessage, SopRenderer
 from scrm.sop.spec import Message, Step, TemplateBundle
 from scrm.sop.subjects import ContactFacts, GroupFacts
 from scrm.sop.touches import record_touch
@@ -71,9 +71,12 @@ class StepRun:
         return key
 
     def render(self, message: Message) -> tuple[str, list[dict[str, Any]]]:
-        channel = self.facts.channel if isinstance(self.facts, ContactFacts) else ""
-        rendered = self.renderer.render(message, self.variables, channel=channel)
+        rendered = self.rendered(message)
         return rendered.text, list(rendered.attachments)
+
+    def rendered(self, message: Message) -> RenderedMessage:
+        channel = self.facts.channel if isinstance(self.facts, ContactFacts) else ""
+        return self.renderer.render(message, self.variables, channel=channel)
 
 
 def _contact(run: StepRun) -> ContactFacts:
@@ -175,7 +178,8 @@ async def advisor_task(run: StepRun) -> None:
         raise StepSkipped("no_relation")
     task = run.step.advisor_task
     assert task is not None
-    text, attachments = run.render(task)
+    rendered = run.rendered(task)
+    text, attachments = rendered.text, list(rendered.attachments)
     who = facts.remark or facts.name or facts.external_userid
     link = next((a["link"]["url"] for a in attachments if a.get("msgtype") == "link"), "")
     await run.command(
@@ -184,7 +188,7 @@ async def advisor_task(run: StepRun) -> None:
             "touser": facts.staff_userid,
             "msgtype": "textcard",
             "textcard": {
-                "title": task.title,
+                "title": rendered.title or task.title,
                 "description": _truncate_bytes(f"客户：{who}\n建议发送：{text}", TEXTCARD_DESCRIPTION_MAX),
                 "url": link or run.services.console_url,
                 "btntxt": "去跟进",

@@ -20,23 +20,18 @@ step (quiet hours, caps, quota) or skip it; a skip is recorded like a run, with 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
-from scrm.models import EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
-from scrm.sop import actions
+from scrm.models import EnrolmentStatus, SopEnrolment, SopVersion
+from scrm.sop import actions, statements
 from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.context import build_context
 from scrm.sop.policy import decide
@@ -113,57 +108,6 @@ def step_key(enrolment: SopEnrolment, step_id: str) -> str:
     return f"sop:{enrolment.template_id}:{digest}:{step_id}"
 
 
-def _dialect_insert(dialect: str) -> Any:
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
-@functools.cache
-def _insert_version(dialect: str) -> Any:
-    table = SopVersion.__table__  # type: ignore[attr-defined]
-    values = {
-        c: bindparam(c, type_=table.c[c].type) for c in ("template_id", "version", "name", "kind", "spec", "created_at")
-    }
-    return (
-        _dialect_insert(dialect)(table).values(values).on_conflict_do_nothing(index_elements=["template_id", "version"])
-    )
-
-
-@functools.cache
-def _insert_enrolment(dialect: str) -> Any:
-    table = SopEnrolment.__table__  # type: ignore[attr-defined]
-    columns = (
-        "corp_id", "template_id", "version", "subject_type", "subject_id", "occurrence", "staff_userid", "priority",
-        "status", "next_step", "next_due_at", "context", "enrolled_at", "updated_at",
-    )  # fmt: skip
-    values = {c: bindparam(c, type_=table.c[c].type) for c in columns}
-    unique = ["corp_id", "template_id", "subject_type", "subject_id", "occurrence"]
-    return (
-        _dialect_insert(dialect)(table)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=unique)
-        .returning(table.c.id)
-    )
-
-
-@functools.cache
-def _claim_step(dialect: str) -> Any:
-    table = SopStepRun.__table__  # type: ignore[attr-defined]
-    columns = (
-        "corp_id",
-        "enrolment_id",
-        "step_key",
-        "step_id",
-        "action",
-        "outcome",
-        "reason",
-        "due_at",
-        "ran_at",
-        "commands",
-    )
-    values = {c: bindparam(c, type_=table.c[c].type) for c in columns}
-    return _dialect_insert(dialect)(table).values(values).on_conflict_do_nothing(index_elements=["step_key"])
-
-
 def first_due(bundle: TemplateBundle, index: int, enrolled_at: datetime) -> datetime:
     step = bundle.template.steps[index]
     return step_due(enrolled_at, after=step.after, at=step.at, weekdays=step.weekday)
@@ -187,7 +131,7 @@ async def enrol(
     dialect = conn.dialect.name
     template = bundle.template
     await conn.execute(
-        _insert_version(dialect),
+        statements.insert_version(dialect),
         {
             "template_id": bundle.id,
             "version": bundle.version,
@@ -214,7 +158,7 @@ async def enrol(
         "enrolled_at": at,
         "updated_at": utcnow(),
     }
-    new_id = (await conn.execute(_insert_enrolment(dialect), values)).scalar()
+    new_id = (await conn.execute(statements.insert_enrolment(dialect), values)).scalar()
     if new_id is None:
         return False
     if due <= at:
@@ -222,6 +166,11 @@ async def enrol(
         assert enrolment is not None
         await advance(session, services, enrolment, at)
     return True
+
+
+def _wait_for(enrolment: SopEnrolment, due: datetime) -> None:
+    enrolment.next_due_at = due
+    enrolment.updated_at = utcnow()
 
 
 def _finish(enrolment: SopEnrolment, status: EnrolmentStatus, reason: str, now: datetime) -> None:
@@ -249,6 +198,7 @@ def subject_variables(facts: ContactFacts | GroupFacts, trigger: dict[str, Any],
             dealer=facts.dealer,
             trigger=trigger,
             now=now,
+            corp_id=facts.corp_id,
         )
     return build_context(
         group=facts.variables(),
@@ -256,6 +206,7 @@ def subject_variables(facts: ContactFacts | GroupFacts, trigger: dict[str, Any],
         dealer=facts.dealer,
         trigger=trigger,
         now=now,
+        corp_id=facts.corp_id,
     )
 
 
@@ -280,7 +231,7 @@ async def _record(
     assert enrolment.id is not None
     conn = await session.connection()
     result = await conn.execute(
-        _claim_step(conn.dialect.name),
+        statements.claim_step(conn.dialect.name),
         {
             "corp_id": enrolment.corp_id,
             "enrolment_id": enrolment.id,
@@ -314,7 +265,15 @@ async def advance(session: AsyncSession, services: SopServices, enrolment: SopEn
     template = bundle.template
     renderer = services.renderer(bundle)
     steps = template.steps
+    first = True
     while enrolment.next_step < len(steps):
+        index = enrolment.next_step
+        step = steps[index]
+        due = first_due(bundle, index, enrolment.enrolled_at)
+        if due > now and not first:  # a step just ran and the next one waits: no need to look at the subject
+            _wait_for(enrolment, due)
+            return
+        first = False
         facts = await _facts(session, enrolment)
         if facts is None:
             _finish(enrolment, EnrolmentStatus.CANCELLED, "subject_gone", now)
@@ -327,12 +286,8 @@ async def advance(session: AsyncSession, services: SopServices, enrolment: SopEn
         if exit_reason:
             _finish(enrolment, EnrolmentStatus.EXITED, exit_reason, now)
             return
-        index = enrolment.next_step
-        step = steps[index]
-        due = first_due(bundle, index, enrolment.enrolled_at)
-        if due > now:
-            enrolment.next_due_at = due
-            enrolment.updated_at = utcnow()
+        if due > now:  # called for an exit check (recheck_exits) before the step is due
+            _wait_for(enrolment, due)
             return
         since = enrolment.step_due_since or due
         step_id = template.step_id(index)
@@ -430,66 +385,3 @@ async def _run_step(
         log.error("SOP message failed to render; step skipped", extra={"step_key": key, "error": str(exc)})
         return "skipped", "render_error", []
     return ("sent" if run.commands else "done"), "", run.commands
-
-
-async def run_due(
-    session_factory: SessionFactory, services: SopServices, now: datetime, *, batch: int = 200, max_batches: int = 50
-) -> int:
-    """One tick: advance every enrolment due at ``now`` (in batches, each its own transaction)."""
-    total = 0
-    for _ in range(max_batches):
-        async with write_transaction(session_factory, urgent=False) as session:
-            rows = list(
-                (
-                    await session.exec(
-                        select(SopEnrolment)
-                        .where(
-                            SopEnrolment.status == EnrolmentStatus.ACTIVE.value, col(SopEnrolment.next_due_at) <= now
-                        )
-                        .order_by(col(SopEnrolment.next_due_at))
-                        .limit(batch)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).all()
-            )
-            # higher-priority templates first: when caps collide inside a tick, they win
-            for enrolment in sorted(rows, key=lambda e: -e.priority):
-                try:
-                    async with session.begin_nested():
-                        await advance(session, services, enrolment, now)
-                except Exception:
-                    log.exception("SOP step failed; retrying in 5 minutes", extra={"enrolment": enrolment.id})
-                    await session.refresh(enrolment)
-                    enrolment.next_due_at = now + RETRY_AFTER
-        total += len(rows)
-        if len(rows) < batch:
-            break
-    return total
-
-
-async def sweep_retired(session_factory: SessionFactory, services: SopServices, now: datetime) -> int:
-    """After a (re)load, end every enrolment of a template the good catalog no longer runs."""
-    catalog = services.catalog()
-    if not catalog.ok or services.swept_generation == catalog.generation:
-        return 0
-    ended = 0
-    async with write_transaction(session_factory, urgent=False) as session:
-        ids = (
-            await session.exec(
-                select(SopEnrolment.template_id).where(SopEnrolment.status == EnrolmentStatus.ACTIVE.value).distinct()
-            )
-        ).all()
-        for template_id in ids:
-            reason = catalog.end_reason(template_id)
-            if reason is None:
-                continue
-            result = await (await session.connection()).execute(
-                update(SopEnrolment)
-                .where(col(SopEnrolment.template_id) == template_id, col(SopEnrolment.status) == "active")
-                .values(status=EnrolmentStatus.CANCELLED.value, end_reason=reason, ended_at=now, next_due_at=None)
-            )
-            count = int(getattr(result, "rowcount", 0) or 0)
-            ended += count
-            log.info("SOP enrolments ended", extra={"template": template_id, "reason": reason, "count": count})
-    services.swept_generation = catalog.generation
-    return ended

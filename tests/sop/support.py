@@ -14,9 +14,10 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.models import Dealer, OutboxCommand, SopEnrolment, SopStepRun, Staff
 from scrm.sop import hooks
 from scrm.sop.catalog import Catalog, CatalogHolder
-from scrm.sop.engine import SopServices, run_due
+from scrm.sop.engine import SopServices
 from scrm.sop.policy import Policy
 from scrm.sop.spec import SopTemplate, TemplateBundle
+from scrm.sop.ticks import run_due
 from scrm.sync import contacts
 from scrm.sync._rows import ensure_corp
 

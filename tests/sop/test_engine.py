@@ -8,8 +8,9 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.lifecycle import change_stage
 from scrm.models import CommandStatus
 from scrm.sop.catalog import CatalogHolder
-from scrm.sop.engine import SopServices, run_due, sweep_retired
+from scrm.sop.engine import SopServices
 from scrm.sop.policy import Policy
+from scrm.sop.ticks import run_due, sweep_retired
 from tests.sop.support import (
     CORP,
     MONDAY_10AM,

@@ -1,0 +1,52 @@
+"""Tracked links through the real application: with LIANYI_PUBLIC_URL set, /l/<token> counts the click on the
+contact and redirects; without it the route does not exist and links are sent as written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+from sqlmodel import select
+
+from bot.app import RUNTIME_KEY, create_app
+from bot.runtime import Role
+from bot.sop_wiring import link_signer
+from scrm.db import write_transaction
+from scrm.models import Contact
+from scrm.sync._rows import ensure_corp
+from tests.conftest import TEST_CORP_ID, create_sqlite_database, make_settings
+
+
+async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path) -> None:
+    url = await create_sqlite_database(tmp_path / "links.db")
+    settings = make_settings(database_url=url, public_url="https://scrm.example.com")
+    signer = link_signer(settings)
+    assert signer is not None
+    app = create_app(settings, frozenset({Role.EDGE}))
+    async with TestClient(TestServer(app)) as client:
+        runtime = app[RUNTIME_KEY]
+        async with write_transaction(runtime.session_factory) as session:
+            await ensure_corp(session, TEST_CORP_ID)
+            session.add(Contact(corp_id=TEST_CORP_ID, external_userid="wmLINK"))
+        tracked = signer.wrap(
+            "https://m.example.com/book", corp_id=TEST_CORP_ID, external_userid="wmLINK", source="sop:x"
+        )
+        assert tracked.startswith("https://scrm.example.com/l/")
+        before = datetime.now(UTC)
+        response = await client.get(tracked.removeprefix("https://scrm.example.com"), allow_redirects=False)
+        assert response.status == 302 and response.headers["Location"] == "https://m.example.com/book"
+        forged = await client.get(tracked.removeprefix("https://scrm.example.com")[:-2] + "xx", allow_redirects=False)
+        assert forged.status == 404 and "链接无效" in await forged.text()
+        async with runtime.session_factory() as session:
+            contact = (await session.exec(select(Contact).where(Contact.external_userid == "wmLINK"))).one()
+        assert contact.last_active_at is not None and contact.last_active_at >= before
+
+
+async def test_without_a_public_url_there_is_no_link_route(tmp_path: Path) -> None:
+    url = await create_sqlite_database(tmp_path / "nolinks.db")
+    settings = make_settings(database_url=url)
+    assert link_signer(settings) is None
+    async with TestClient(TestServer(create_app(settings, frozenset({Role.EDGE})))) as client:
+        response = await client.get("/l/anything.sig", allow_redirects=False)
+        assert response.status == 404
