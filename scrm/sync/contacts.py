@@ -340,9 +340,17 @@ def _tag_ids(follow: Mapping[str, Any]) -> set[str]:
 
 
 async def sync_contact_tags(
-    session: AsyncSession, corp_id: str, external_userid: str, userid: str, tag_ids: Iterable[str]
+    session: AsyncSession,
+    corp_id: str,
+    external_userid: str,
+    userid: str,
+    tag_ids: Iterable[str],
+    *,
+    at: datetime | None = None,
 ) -> bool:
-    """Make the contact_tags of one follow relation exactly ``tag_ids``; True when something changed."""
+    """Make the contact_tags of one follow relation exactly ``tag_ids``; True when something changed.
+
+    ``at`` is when the tags were seen (the SOP triggers and exits date from it; default now)."""
     want = set(tag_ids)
     rows = (
         await session.exec(
@@ -372,7 +380,7 @@ async def sync_contact_tags(
         )
     services = hooks.active()
     if added and services is not None:
-        await triggers.tags_added(session, services, corp_id, external_userid, userid, added, at=utcnow())
+        await triggers.tags_added(session, services, corp_id, external_userid, userid, added, at=at or utcnow())
     return want != have
 
 
