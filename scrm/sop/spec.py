@@ -16,23 +16,36 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 
-from scrm.sop.timing import parse_clock, parse_duration, parse_weekdays, validate_cron
+from scrm.sop.spec_fields import (
+    ATTACHMENTS_MAX,
+    AdvisorTask,
+    Attachment,
+    ClockTime,
+    Cron,
+    Dates,
+    Duration,
+    Level,
+    Levels,
+    Message,
+    Names,
+    NotifyStaff,
+    Regex,
+    Stages,
+    StrictModel,
+    Weekdays,
+    spec_error,
+)
 
 TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
-ATTACHMENTS_MAX = 9
 LEVELS = ("H", "A", "B", "C")  # hottest first: H buys within ~7 days
 STAGES = ("prospect", "intent", "owner", "lost")
 
 Kind = Literal["contact", "group"]
-Level = Literal["H", "A", "B", "C"]
-StageName = Literal["prospect", "intent", "owner", "lost"]
 
 # trigger event → the template kinds it may start
 EVENTS: Mapping[str, frozenset[str]] = {
@@ -78,188 +91,10 @@ GROUP_ACTIONS = frozenset({"group_message", "notify_staff", "start_sop", "end"})
 CONTACT_ACTIONS = frozenset(ACTIONS) - {"group_message"}
 
 
-def _error(code: str, message: str, **context: Any) -> PydanticCustomError:
-    return PydanticCustomError(code, message, context or None)
-
-
-def _as_list(value: Any) -> Any:
-    """Operators write ``channel: ad`` as often as ``channel: [ad]``."""
-    if value is None:
-        return []
-    if isinstance(value, str | int):
-        return [value]
-    return value
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str | int):
-        raise _error("bad_duration", "时长应写成 30m / 2h / 3d / 1w 这样的字符串")
-    try:
-        return parse_duration(str(value))
-    except ValueError as exc:
-        raise _error("bad_duration", str(exc)) from None
-
-
-def _clock(value: Any) -> Any:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, int):  # YAML 1.1 reads 10:00 unquoted as the sexagesimal integer 600
-        value = f"{value // 60:02d}:{value % 60:02d}"
-    try:
-        return parse_clock(str(value))
-    except ValueError as exc:
-        raise _error("bad_time", str(exc)) from None
-
-
-def _weekdays(value: Any) -> Any:
-    if isinstance(value, frozenset):
-        return value
-    try:
-        return parse_weekdays(_as_list(value))
-    except ValueError as exc:
-        raise _error("bad_weekday", str(exc)) from None
-
-
-def _regex(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        re.compile(str(value))
-    except re.error as exc:
-        raise _error("bad_regex", f"正则表达式无效：{exc}") from None
-    return str(value)
-
-
-def _cron(value: Any) -> Any:
-    if value is None:
-        return None
-    problem = validate_cron(str(value))
-    if problem:
-        raise _error("bad_cron", problem)
-    return str(value)
-
-
-def _dates(value: Any) -> Any:
-    out: list[date] = []
-    for item in _as_list(value):
-        if isinstance(item, date):
-            out.append(item)
-            continue
-        try:
-            out.append(date.fromisoformat(str(item)))
-        except ValueError:
-            raise _error("bad_date", f"日期格式无效：{item}，应为 2026-02-17 这样的 YYYY-MM-DD") from None
-    return out
-
-
-Names = Annotated[list[str], BeforeValidator(_as_list)]
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-ClockTime = Annotated[time, BeforeValidator(_clock)]
-Weekdays = Annotated[frozenset[int], BeforeValidator(_weekdays)]
-Regex = Annotated[str | None, BeforeValidator(_regex)]
-Cron = Annotated[str | None, BeforeValidator(_cron)]
-Dates = Annotated[list[date], BeforeValidator(_dates)]
-Levels = Annotated[list[Level], BeforeValidator(_as_list)]
-Stages = Annotated[list[StageName], BeforeValidator(_as_list)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-# ---- messages ---------------------------------------------------------------------------------------------
-
-
-class LinkAttachment(_Strict):
-    title: str = Field(min_length=1, max_length=128)
-    url: str = Field(pattern=r"^https?://")
-    desc: str = ""
-    picurl: str = ""
-
-
-class ImageAttachment(_Strict):
-    pic_url: str = ""
-    media_id: str = ""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ImageAttachment:
-        if bool(self.pic_url) == bool(self.media_id):
-            raise _error("bad_attachment", "图片附件需要 pic_url 或 media_id 之一")
-        return self
-
-
-class MiniProgramAttachment(_Strict):
-    title: str = Field(min_length=1, max_length=64)
-    appid: str = Field(min_length=1)
-    page: str = Field(min_length=1)
-    pic_media_id: str = Field(min_length=1)
-
-
-class Attachment(_Strict):
-    """Exactly one of ``image``, ``link``, ``miniprogram``."""
-
-    image: ImageAttachment | None = None
-    link: LinkAttachment | None = None
-    miniprogram: MiniProgramAttachment | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Attachment:
-        given = [k for k in ("image", "link", "miniprogram") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise _error("bad_attachment", "每个附件只能是 image、link、miniprogram 之一")
-        return self
-
-
-class Message(_Strict):
-    """Text inline (``text``), from a file (``file``) or chosen by channel (``by_channel``: a folder with
-    ``<channel>.j2`` files and a ``default.j2``), plus attachments."""
-
-    text: str | None = None
-    file: str | None = None
-    by_channel: str | None = None
-    attachments: list[Attachment] = Field(default_factory=list)
-
-    @field_validator("attachments")
-    @classmethod
-    def _at_most_nine(cls, value: list[Attachment]) -> list[Attachment]:
-        if len(value) > ATTACHMENTS_MAX:
-            raise _error("too_many_attachments", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {len(value)} 个")
-        return value
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Message:
-        sources = [k for k in ("text", "file", "by_channel") if getattr(self, k)]
-        if len(sources) > 1:
-            raise _error("message_source", "text、file、by_channel 只能选一个")
-        if not sources and not self.attachments:
-            raise _error("message_source", "消息需要 text、file 或 by_channel，或至少一个附件")
-        return self
-
-    @property
-    def source_text(self) -> str | None:
-        return self.text
-
-
-class AdvisorTask(Message):
-    """An app textcard to the contact's staff member with the text to send (the seeds' SOP card)."""
-
-    title: str = Field(default="SOP 跟进任务", max_length=128)
-
-
-class NotifyStaff(_Strict):
-    """An app message to staff: ``to`` = owner (the contact's staff member or the group owner), advisor
-    (the channel's advisor), or explicit userids."""
-
-    to: Names = Field(default_factory=lambda: ["owner"])
-    text: str = Field(min_length=1)
-
-
 # ---- trigger, audience, exit -------------------------------------------------------------------------
 
 
-class Trigger(_Strict):
+class Trigger(StrictModel):
     """An event (with filters) or a schedule (``cron``, or ``dates`` with ``at``)."""
 
     event: str | None = None
@@ -283,28 +118,28 @@ class Trigger(_Strict):
     @classmethod
     def _known_event(cls, value: str | None) -> str | None:
         if value is not None and value not in EVENTS:
-            raise _error("unknown_event", f"未知的触发事件 {value}", choices=sorted(EVENTS))
+            raise spec_error("unknown_event", f"未知的触发事件 {value}", choices=sorted(EVENTS))
         return value
 
     @model_validator(mode="after")
     def _shape(self) -> Trigger:
         schedules = sum([self.cron is not None, bool(self.dates)])
         if (self.event is None) == (schedules == 0):
-            raise _error("trigger_shape", "trigger 需要且只能有一种：event，或 cron，或 dates")
+            raise spec_error("trigger_shape", "trigger 需要且只能有一种：event，或 cron，或 dates")
         if schedules > 1:
-            raise _error("trigger_shape", "cron 与 dates 只能选一个")
+            raise spec_error("trigger_shape", "cron 与 dates 只能选一个")
         if self.dates and self.at is None:
-            raise _error("trigger_shape", 'dates 需要同时写 at（发送时刻，如 "10:00"）')
+            raise spec_error("trigger_shape", 'dates 需要同时写 at（发送时刻，如 "10:00"）')
         for name, events in TRIGGER_FILTERS.items():
             value = getattr(self, name)
             if value not in (None, [], "any") and self.event not in events:
-                raise _error("filter_not_allowed", f"{name} 只能用于 {'、'.join(sorted(events))} 触发", key=name)
+                raise spec_error("filter_not_allowed", f"{name} 只能用于 {'、'.join(sorted(events))} 触发", key=name)
         if self.event == "contact.silent" and self.days is None:
-            raise _error("missing_filter", "contact.silent 需要 days（多少天没有消息或点击）", key="days")
+            raise spec_error("missing_filter", "contact.silent 需要 days（多少天没有消息或点击）", key="days")
         if self.event == "contact.intent_level" and self.level is None:
-            raise _error("missing_filter", "contact.intent_level 需要 level（H/A/B/C）", key="level")
+            raise spec_error("missing_filter", "contact.intent_level 需要 level（H/A/B/C）", key="level")
         if self.event == "message.keyword" and not (self.keywords or self.regex):
-            raise _error("missing_filter", "message.keyword 需要 keywords 或 regex", key="keywords")
+            raise spec_error("missing_filter", "message.keyword 需要 keywords 或 regex", key="keywords")
         return self
 
     @property
@@ -313,7 +148,7 @@ class Trigger(_Strict):
         return self.event or "schedule"
 
 
-class TagCondition(_Strict):
+class TagCondition(StrictModel):
     any: Names = Field(default_factory=list)
     all: Names = Field(default_factory=list)
     none: Names = Field(default_factory=list)
@@ -322,12 +157,12 @@ class TagCondition(_Strict):
         return [*self.any, *self.all, *self.none]
 
 
-class MemberRange(_Strict):
+class MemberRange(StrictModel):
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
 
 
-class Audience(_Strict):
+class Audience(StrictModel):
     # contacts
     tags: TagCondition | None = None
     stage: Stages = Field(default_factory=list)
@@ -343,7 +178,7 @@ class Audience(_Strict):
     owner: Names = Field(default_factory=list)
 
 
-class Exit(_Strict):
+class Exit(StrictModel):
     """Any condition that holds ends the enrolment and cancels its pending steps."""
 
     stage: Stages = Field(default_factory=list)
@@ -356,7 +191,7 @@ class Exit(_Strict):
 # ---- steps ------------------------------------------------------------------------------------------------
 
 
-class Step(_Strict):
+class Step(StrictModel):
     id: str | None = Field(default=None, pattern=STEP_ID.pattern)
     immediately: bool = False
     after: Duration | None = None
@@ -379,9 +214,9 @@ class Step(_Strict):
         kinds = {ACTION_KIND[a] for a in ACTIONS if getattr(self, a) is not None}
         if len(kinds) != 1:
             found = "、".join(a for a in ACTIONS if getattr(self, a) is not None) or "无"
-            raise _error("step_action", f"每个步骤只能有一个动作（{'、'.join(ACTIONS)}），这里是：{found}")
+            raise spec_error("step_action", f"每个步骤只能有一个动作（{'、'.join(ACTIONS)}），这里是：{found}")
         if self.immediately and (self.after or self.at or self.weekday):
-            raise _error("step_timing", "immediately 不能与 after / at / weekday 同时使用")
+            raise spec_error("step_timing", "immediately 不能与 after / at / weekday 同时使用")
         return self
 
     @property
@@ -403,7 +238,7 @@ class Step(_Strict):
         return None
 
 
-class SopTemplate(_Strict):
+class SopTemplate(StrictModel):
     id: str = Field(pattern=TEMPLATE_ID.pattern)
     name: str = Field(min_length=1, max_length=64)
     kind: Kind
@@ -418,21 +253,23 @@ class SopTemplate(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> SopTemplate:
         if self.trigger.event and self.kind not in EVENTS[self.trigger.event]:
-            raise _error("kind_mismatch", f"{self.trigger.event} 不能触发 {self.kind} 类型的 SOP")
+            raise spec_error("kind_mismatch", f"{self.trigger.event} 不能触发 {self.kind} 类型的 SOP")
         wrong_audience = CONTACT_ONLY_AUDIENCE if self.kind == "group" else GROUP_ONLY_AUDIENCE
         for name in wrong_audience:
             if getattr(self.audience, name) not in (None, []):
-                raise _error("kind_mismatch", f"audience.{name} 不能用于 {self.kind} 类型的 SOP", key=name)
+                raise spec_error("kind_mismatch", f"audience.{name} 不能用于 {self.kind} 类型的 SOP", key=name)
         allowed = GROUP_ACTIONS if self.kind == "group" else CONTACT_ACTIONS
         seen: set[str] = set()
         for index, step in enumerate(self.steps):
             if step.action not in allowed:
-                raise _error("kind_mismatch", f"第 {index + 1} 步的 {step.action} 不能用于 {self.kind} 类型的 SOP")
+                raise spec_error("kind_mismatch", f"第 {index + 1} 步的 {step.action} 不能用于 {self.kind} 类型的 SOP")
             if step.welcome is not None and self.trigger.event != "contact.added":
-                raise _error("kind_mismatch", "welcome 只能用于 contact.added 触发的 SOP（欢迎语码只在加好友时有效）")
+                raise spec_error(
+                    "kind_mismatch", "welcome 只能用于 contact.added 触发的 SOP（欢迎语码只在加好友时有效）"
+                )
             step_id = self.step_id(index)
             if step_id in seen:
-                raise _error("duplicate_step", f"步骤 id 重复：{step_id}")
+                raise spec_error("duplicate_step", f"步骤 id 重复：{step_id}")
             seen.add(step_id)
         return self
 
@@ -472,3 +309,28 @@ class TemplateBundle:
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> TemplateBundle:
         raw = dict(snapshot["template"])
         return cls(SopTemplate.model_validate(raw), raw, dict(snapshot.get("files") or {}), str(snapshot["path"]))
+
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_KIND",
+    "ATTACHMENTS_MAX",
+    "CONTACT_ACTIONS",
+    "EVENTS",
+    "GROUP_ACTIONS",
+    "LEVELS",
+    "STAGES",
+    "STEP_ID",
+    "TEMPLATE_ID",
+    "AdvisorTask",
+    "Attachment",
+    "Audience",
+    "Exit",
+    "Message",
+    "NotifyStaff",
+    "SopTemplate",
+    "Step",
+    "TagCondition",
+    "TemplateBundle",
+    "Trigger",
+]
