@@ -21,64 +21,33 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from jinja2 import (
-    BaseLoader,
-    Environment,
-    StrictUndefined,
     Template,
-    TemplateNotFound,
-    TemplateSyntaxError,
-    UndefinedError,
 )
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from scrm.errors import DomainError
-from scrm.sop.context import AttachmentCollector, install_filters, link_attachment
+from scrm.sop.compiled import (
+    Loc,
+    SopRenderError,
+    compiled_for,
+    run_failure,
+)
+from scrm.sop.context import AttachmentCollector, link_attachment
 from scrm.sop.spec import ATTACHMENTS_MAX, AdvisorTask, Attachment, Message, TemplateBundle
 
 log = logging.getLogger(__name__)
 
 TEXT_MAX_BYTES = 4000  # add_msg_template / send_welcome_msg text.content limit
-INLINE = "<inline>"  # the code filename of inline text, so tracebacks tell it from files
 DEFAULT_FILE = "default.j2"
-_BUNDLE_CACHE_SIZE = 128
-
-Loc = tuple[str | int, ...]
-T = TypeVar("T")
 
 
 class LinkWrapper(Protocol):
     """What :class:`scrm.links.LinkSigner` offers the renderer."""
 
     def wrap(self, url: str, *, corp_id: str, external_userid: str, source: str) -> str: ...
-
-
-class SopRenderError(DomainError):
-    """A message could not be rendered. ``code`` is stable: jinja_syntax, undefined_variable, unsafe_template,
-    render_error, text_too_long, empty_message, missing_file, too_many_attachments."""
-
-    def __init__(
-        self, code: str, message_cn: str, file: str | None = None, line: int | None = None, *, loc: Loc = ()
-    ) -> None:
-        self.code = code
-        self.message_cn = message_cn
-        self.file = file
-        self.line = line
-        self.loc = loc
-        where = f"{file or INLINE}:{line}" if line else (file or INLINE)
-        super().__init__(f"{where}: {code} {message_cn}")
-
-    def at(self, prefix: Loc) -> SopRenderError:
-        """The same error placed under ``prefix`` (e.g. the step and action a message belongs to)."""
-        return SopRenderError(self.code, self.message_cn, self.file, self.line, loc=(*prefix, *self.loc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,166 +60,13 @@ class RenderedMessage:
     file: str | None = None  # the message file used (None = inline text)
 
 
-class _BundleEnvironment(ImmutableSandboxedEnvironment):
-    def join_path(self, template: str, parent: str) -> str:
-        folder = posixpath.dirname(parent)
-        if folder and isinstance(self.loader, _BundleLoader):
-            candidate = posixpath.normpath(posixpath.join(folder, template))
-            if candidate in self.loader.files:
-                return candidate
-        return template
-
-
-class _BundleLoader(BaseLoader):
-    """The bundle's message files; each template carries its name as filename, so tracebacks name it."""
-
-    def __init__(self, files: Mapping[str, str]) -> None:
-        self.files = files
-
-    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Callable[[], bool] | None]:
-        if template not in self.files:
-            raise TemplateNotFound(template)
-        return self.files[template], template, lambda: True
-
-    def list_templates(self) -> list[str]:
-        return sorted(self.files)
-
-
-def _position(tb: TracebackType | None, names: Mapping[str, str]) -> tuple[str | None, int] | None:
-    """File (None = inline) and line of the innermost traceback frame Jinja attributed to a bundle template."""
-    found: tuple[str | None, int] | None = None
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename == INLINE:
-            found = (None, tb.tb_lineno)
-        elif filename in names:
-            found = (filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return found
-
-
-_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
-_MISSING_ATTRIBUTE = re.compile(r"has no (?:attribute|element) '?([^']+?)'?$")
-
-
-def _undefined_cn(message: str) -> str:
-    """Jinja2's undefined-variable message in Chinese, keeping the name that was not found."""
-    if match := _UNDEFINED_NAME.match(message):
-        return f"变量 {match.group(1)} 未定义"
-    if match := _MISSING_ATTRIBUTE.search(message):
-        return f"没有这个字段：{match.group(1)}（{message}）"
-    return f"变量未定义：{message}"
-
-
-def _syntax_error(exc: TemplateSyntaxError, file: str | None) -> SopRenderError:
-    name = None if exc.filename == INLINE else (exc.filename or file)
-    return SopRenderError("jinja_syntax", f"Jinja2 语法错误：{exc.message or exc}", name, exc.lineno)
-
-
-class _CompiledBundle:
-    """The environment and compiled templates of one bundle version (shared by its renderers)."""
-
-    def __init__(self, bundle: TemplateBundle) -> None:
-        self.files = dict(bundle.files)
-        self.env = _BundleEnvironment(
-            loader=_BundleLoader(self.files),
-            undefined=StrictUndefined,
-            autoescape=False,
-            auto_reload=False,
-            cache_size=-1,
-        )
-        install_filters(self.env)
-        self._inline: dict[str, Template | SopRenderError] = {}
-        self._files: dict[str, Template | SopRenderError] = {}
-        self._expressions: dict[str, Callable[..., Any] | SopRenderError] = {}
-
-    def inline(self, source: str) -> Template:
-        def build() -> Template:
-            try:
-                code = self.env.compile(source, filename=INLINE)
-            except TemplateSyntaxError as exc:
-                raise _syntax_error(exc, None) from exc
-            return self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
-
-        return _cached(self._inline, source, build)
-
-    def file(self, name: str) -> Template:
-        def build() -> Template:
-            if name not in self.files:
-                raise SopRenderError("missing_file", f"找不到消息文件 {name}", name)
-            try:
-                return self.env.get_template(name)
-            except TemplateSyntaxError as exc:
-                raise _syntax_error(exc, name) from exc
-            except TemplateNotFound as exc:
-                raise SopRenderError("missing_file", f"找不到被引用的文件 {exc.name}", name) from exc
-
-        return _cached(self._files, name, build)
-
-    def expression(self, source: str) -> Callable[..., Any]:
-        def build() -> Callable[..., Any]:
-            try:
-                return self.env.compile_expression(source, undefined_to_none=False)
-            except TemplateSyntaxError as exc:
-                message_cn = f"when 表达式语法错误：{exc.message or exc}"
-                raise SopRenderError("jinja_syntax", message_cn, None, exc.lineno) from exc
-
-        return _cached(self._expressions, source, build)
-
-
-def _cached(store: dict[str, T | SopRenderError], key: str, build: Callable[[], T]) -> T:
-    """``build()`` once per key; a failure is cached too and raised again on every use."""
-    found = store.get(key)
-    if found is None:
-        try:
-            found = build()
-        except SopRenderError as exc:
-            found = exc
-        store[key] = found
-    if isinstance(found, SopRenderError):
-        raise found
-    return found
-
-
-_compiled: OrderedDict[tuple[str, str], _CompiledBundle] = OrderedDict()
-
-
-def _compiled_for(bundle: TemplateBundle) -> _CompiledBundle:
-    key = (bundle.id, bundle.version)
-    found = _compiled.get(key)
-    if found is None:
-        found = _compiled[key] = _CompiledBundle(bundle)
-        while len(_compiled) > _BUNDLE_CACHE_SIZE:
-            _compiled.popitem(last=False)
-    else:
-        _compiled.move_to_end(key)
-    return found
-
-
-def _run_failure(exc: Exception, file: str | None, files: Mapping[str, str]) -> SopRenderError:
-    """Turn an exception raised while a template ran into a SopRenderError at the template's line."""
-    if isinstance(exc, SopRenderError):
-        return exc
-    if isinstance(exc, TemplateSyntaxError):  # an included file that does not compile
-        return _syntax_error(exc, file)
-    where = _position(exc.__traceback__, files)
-    name, line = (where[0], where[1]) if where else (file, None)
-    if isinstance(exc, SecurityError):
-        return SopRenderError("unsafe_template", f"模板访问了不安全的内容，已拒绝：{exc}", name, line)
-    if isinstance(exc, UndefinedError):
-        return SopRenderError("undefined_variable", _undefined_cn(exc.message or str(exc)), name, line)
-    if isinstance(exc, TemplateNotFound):
-        return SopRenderError("missing_file", f"找不到被引用的文件 {exc.name}", name, line)
-    return SopRenderError("render_error", f"渲染失败：{type(exc).__name__}: {exc}", name, line)
-
-
 class SopRenderer:
     """Renders the messages and evaluates the ``when`` expressions of one template bundle."""
 
     def __init__(self, bundle: TemplateBundle, *, links: LinkWrapper | None = None) -> None:
         self.bundle = bundle
         self.links = links
-        self._compiled = _compiled_for(bundle)
+        self._compiled = compiled_for(bundle)
 
     # ---- text ---------------------------------------------------------------------------------------------
 
@@ -258,7 +74,7 @@ class SopRenderer:
         try:
             return template.render({**context, **extra})
         except Exception as exc:  # the sandbox raises SecurityError, UndefinedError, TypeError, …
-            raise _run_failure(exc, file, self._compiled.files) from exc
+            raise run_failure(exc, file, self._compiled.files) from exc
 
     def render_text(self, source: str, context: Mapping[str, Any]) -> str:
         """Render an inline template string (notify_staff text, a title …), stripped."""
@@ -374,7 +190,7 @@ class SopRenderer:
         try:
             return bool(function(**context))
         except Exception as exc:
-            raise _run_failure(exc, None, self._compiled.files) from exc
+            raise run_failure(exc, None, self._compiled.files) from exc
 
     def problems(self, context: Mapping[str, Any]) -> list[SopRenderError]:
         """Render every message (every file of a ``by_channel`` folder), notify_staff text and ``when`` of every
@@ -432,3 +248,6 @@ def _same(one: SopRenderError, other: SopRenderError) -> bool:
 
 def _source_key(message: Message) -> str:
     return "text" if message.text else "file" if message.file else "by_channel" if message.by_channel else "attachments"
+
+
+__all__ = ["DEFAULT_FILE", "TEXT_MAX_BYTES", "LinkWrapper", "RenderedMessage", "SopRenderError", "SopRenderer"]
