@@ -13,6 +13,7 @@ from scrm.models.infra import (
     OutboxCommand,
     SyncCheckpoint,
 )
+from scrm.models.intent import IntentSignal, LeadScoreChange, Message
 from scrm.models.sop import ContactTouch, EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
 from scrm.models.tags import ContactTag, Tag, TagGroup
 from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
@@ -35,6 +36,9 @@ __all__ = [
     "GroupMember",
     "InboxEvent",
     "InboxStatus",
+    "IntentSignal",
+    "LeadScoreChange",
+    "Message",
     "OutboxCommand",
     "SopEnrolment",
     "SopStepRun",
