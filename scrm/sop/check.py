@@ -38,6 +38,7 @@ SOP023  trigger shape (neither or both of event and schedule; ``dates`` without 
 SOP024  message shape (text, file and by_channel together; bad attachment; renders to nothing)
 SOP025  duplicate YAML key (the later one would silently win)
 SOP026  tags.yaml problem
+SOP027  intent.yaml problem (YAML, schema, regex, unknown intent code; :func:`scrm.intent.rules.load_rules`)
 ======  ===========================================================================================
 """
 
@@ -60,6 +61,7 @@ from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
 )
 
+from scrm.intent.rules import INTENT_FILE, IntentRulesError, load_rules
 from scrm.sop.context import SAMPLE_CONTEXT, SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
 from scrm.sop.policy import Policy
 from scrm.sop.positions import SourceMap
@@ -331,10 +333,23 @@ def check_loaded(load: FolderLoad, folder: str | Path, *, now: datetime | None =
     """Every problem of an already loaded folder (its load problems included), sorted and without repeats."""
     moment = now or datetime.now(UTC)
     found = list(load.problems)
+    found.extend(_intent_rule_problems(Path(folder)))
     for loaded in load.sources.values():
         found.extend(_TemplateChecker(loaded, Path(folder), load, moment).run())
     unique = {(p.path, p.line, p.col, p.code, p.message): p for p in found}
     return sorted(unique.values())
+
+
+def _intent_rule_problems(folder: Path) -> list[Problem]:
+    """SOP027: every problem of the folder's intent.yaml, when it has one."""
+    path = folder / INTENT_FILE
+    if not path.is_file():
+        return []
+    try:
+        load_rules(path)
+    except IntentRulesError as exc:
+        return [Problem(str(path), p.line, p.col, "SOP027", p.message) for p in exc.problems]
+    return []
 
 
 def check_folder(sop_dir: str | Path, *, now: datetime | None = None) -> list[Problem]:

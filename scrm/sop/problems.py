@@ -46,6 +46,7 @@ CODES: Mapping[str, str] = {
     "SOP024": "message shape (text/file/by_channel, attachments, empty message)",
     "SOP025": "duplicate YAML key",
     "SOP026": "tags.yaml problem",
+    "SOP027": "intent.yaml problem",
 }
 
 # pydantic error type (built-in, or the codes raised by scrm.sop.spec) → problem code; anything else: SOP004

@@ -173,6 +173,7 @@ BROKEN: list[tuple[str, dict[str, str], list[str]]] = [
         ["t.yaml:3:1 SOP025"],
     ),
     ("bad_tags_file", {"t.yaml": BASE, "tags.yaml": "意向: [试驾]\n状态: {a: 1}\n"}, ["tags.yaml:2:1 SOP026"]),
+    ("bad_intent_file", {"t.yaml": BASE, "intent.yaml": "intents:\n  prise: {}\n"}, ["intent.yaml:2:3 SOP027"]),
 ]
 
 
