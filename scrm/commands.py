@@ -40,6 +40,9 @@ class CommandKind(StrEnum):
     #  (group), "text": {"content": ...}, "attachments": [...], "source": "sop"|"campaign", "ref": str}
     # creates a WeCom group-send task (企业群发) the sender confirms; result {"msgid", "fail_list"}
     ADD_MSG_TEMPLATE = "add_msg_template"
+    # {"group_name", "tag": [{"name"}]}: get_corp_tag_list, then add_corp_tag for the names the group lacks
+    # (into the existing group, or a new group of that name); the created tags are mirrored at once
+    ADD_CORP_TAG = "add_corp_tag"
 
 
 async def enqueue(

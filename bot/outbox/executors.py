@@ -193,6 +193,33 @@ async def refresh_corp_tags(client: WeComClient, command: OutboxCommand, session
     return {"tag_groups": len(groups), "tags": sum(len(group.get("tag") or []) for group in groups)}
 
 
+async def add_corp_tag(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+    """Create the named tags the group lacks. add_corp_tag is not idempotent (a retry after a lost answer
+    would fail with 40071), so the current list is read (and mirrored) first and only missing names are sent."""
+    from scrm.intent.tags import apply_added_corp_tags
+    from scrm.sync.tags import apply_corp_tag_list
+
+    group_name = str(command.payload["group_name"])
+    wanted = [str(t["name"]) for t in command.payload.get("tag") or [] if t.get("name")]
+    groups: list[dict[str, Any]] = list((await client.get_corp_tag_list()).get("tag_group") or [])
+    async with write_transaction(sessions, urgent=False) as session:
+        await apply_corp_tag_list(session, command.corp_id, groups)
+    group = next((g for g in groups if g.get("group_name") == group_name and not g.get("deleted")), None)
+    present = {str(t.get("name")) for t in (group or {}).get("tag") or [] if not t.get("deleted")}
+    missing = [name for name in dict.fromkeys(wanted) if name not in present]
+    if not missing:
+        return {"group_id": str((group or {}).get("group_id", "")), "created": 0}
+    tags = [{"name": name} for name in missing]
+    if group is not None:
+        created = await client.add_corp_tag(tags, group_id=str(group["group_id"]))
+    else:
+        created = await client.add_corp_tag(tags, group_name=group_name)
+    tag_group: dict[str, Any] = created.get("tag_group") or {}
+    async with write_transaction(sessions, urgent=False) as session:
+        written = await apply_added_corp_tags(session, command.corp_id, tag_group)
+    return {"group_id": str(tag_group.get("group_id", "")), "created": written}
+
+
 EXECUTORS: dict[CommandKind, Executor] = {
     CommandKind.SEND_WELCOME: send_welcome,
     CommandKind.MARK_TAG: mark_tag,
@@ -201,6 +228,7 @@ EXECUTORS: dict[CommandKind, Executor] = {
     CommandKind.FETCH_CONTACT: fetch_contact,
     CommandKind.FETCH_GROUP: fetch_group,
     CommandKind.REFRESH_CORP_TAGS: refresh_corp_tags,
+    CommandKind.ADD_CORP_TAG: add_corp_tag,
 }
 
 
