@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.sop import default_sop_dir
-from scrm.intent.classifier import Classifier
-from scrm.intent.rules import INTENT_CODES, INTENT_FILE, PURCHASE_CODES, IntentRulesError, load_rules
+from scrm.intent.classifier import Classifier, classifier_from_file
+from scrm.intent.rules import INTENT_CODES, INTENT_FILE, PURCHASE_CODES, IntentRulesError
 
 COARSE_CODES: tuple[str, ...] = ("purchase", "after_sales", "complaint", "lost", "other")
 
@@ -79,7 +79,7 @@ def _classifier(rules_path: Path | None) -> Classifier:
     if not path.is_file():
         raise click.UsageError(f"找不到意向规则文件：{path}（用 --rules 指定）")
     try:
-        return Classifier(load_rules(path))
+        return classifier_from_file(path)
     except IntentRulesError as exc:
         raise click.ClickException(f"意向规则有错误：\n{exc}") from None
 

@@ -24,6 +24,18 @@ How a message is classified (:meth:`Classifier.classify`):
 5. score = round(100 × (1 − e^(−S(primary) / settings.saturation))), 0 for ``other``: a single weight-4
    keyword with saturation 8 gives 39, S = 12 gives 78, S = 24 gives 95.
 
+Optional statistical model (``model.enabled`` in intent.yaml; :mod:`scrm.intent.model`): after step 5,
+
+6. the rules are *decisive* when their primary intent is not ``other`` and S(primary) ≥
+   ``model.decisive_weight``; the result is then the rules' alone and the model does not run. Otherwise the
+   model predicts (code, probability p) on the same normalised text, and its code becomes the primary
+   intent when p ≥ ``model.threshold``, the code is not ``other`` and differs from the rules' primary —
+   unless the rules saw that very intent negated (a negated hit is never revived by the model). The model
+   counts as a hit ``Hit(code, "model", weight × p)`` over the whole text, multiplied by the hedging factor
+   when the rules found hedging (a hedged message stays hedged); the score is the step 5 formula on that
+   weight, and the rules' own intents follow the model's in ``intents``. A weak rule result that the model
+   does not overrule is returned unchanged, so the model fills ``other`` and weak/ambiguous rule results.
+
 Offsets in :class:`Hit` are offsets in the normalised text.
 """
 
@@ -38,10 +50,11 @@ from typing import Any, TypeVar
 
 import ahocorasick
 
+from scrm.intent.model import IntentModel, examples_mtime, model_for
 from scrm.intent.normalize import normalize
 from scrm.intent.rules import INTENT_FILE, PHRASE_SEPARATOR, IntentRules, IntentRulesError, PatternRule, load_rules
 
-__all__ = ["Classification", "Classifier", "Hit", "classifier_for"]
+__all__ = ["Classification", "Classifier", "Hit", "classifier_for", "classifier_from_file"]
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound=tuple[Any, ...])  # (start, end, …)
@@ -105,8 +118,9 @@ class _Pattern:
 class Classifier:
     """Rules compiled for matching: one automaton, compiled regexes. Thread-safe and reusable."""
 
-    def __init__(self, rules: IntentRules) -> None:
+    def __init__(self, rules: IntentRules, model: IntentModel | None = None) -> None:
         self.rules = rules
+        self.model = model
         settings = rules.settings
         self._max_chars = settings.max_chars
         self._min_weight = settings.min_weight
@@ -177,6 +191,33 @@ class Classifier:
         normalised = normalize(text[: self._max_chars]) if text else ""
         if not normalised:
             return EMPTY
+        result = self._by_rules(normalised)
+        return result if self.model is None else self._with_model(normalised, result, self.model)
+
+    def _with_model(self, normalised: str, result: Classification, model: IntentModel) -> Classification:
+        """Step 6 of the module docstring."""
+        settings = self.rules.model
+        if result.primary != OTHER:
+            total = sum(_strongest_per_rule(result.hits, result.primary).values())
+            if total >= settings.decisive_weight:
+                return result
+        prediction = model.predict(normalised)
+        code = prediction.code
+        if code in (OTHER, result.primary) or prediction.probability < settings.threshold:
+            return result
+        if result.negated and any(hit.code == code for hit in result.hits):
+            return result
+        weight = settings.weight * prediction.probability
+        if result.hedged:
+            weight *= self._code_factor[_HEDGING].get(code, self._factor[_HEDGING])
+        intents = [code, *(c for c in result.intents if c not in (code, OTHER))]
+        score = round(100 * (1 - math.exp(-weight / self._saturation)))
+        hits = [*result.hits, Hit(code, "model", weight, 0, len(normalised))]
+        return Classification(
+            intents, code, score, hits, result.negated, result.hedged, "lost" in intents, result.hints
+        )
+
+    def _by_rules(self, normalised: str) -> Classification:
         keywords: list[_Found] = []
         parts: dict[int, list[tuple[int, int, int]]] = {}  # phrase → (part, start, end)
         cues: list[_Cue] = []
@@ -313,35 +354,53 @@ def _outermost(spans: list[_S]) -> list[_S]:
     return kept
 
 
+def _strongest_per_rule(hits: list[Hit], code: str) -> dict[str, float]:
+    strongest: dict[str, float] = {}
+    for hit in hits:
+        if hit.code == code:
+            strongest[hit.rule] = max(strongest.get(hit.rule, 0.0), hit.weight)
+    return strongest
+
+
 def _unique(hints: dict[str, list[str]]) -> dict[str, list[str]]:
     return {kind: list(dict.fromkeys(values)) for kind, values in hints.items()}
 
 
 _EMPTY_RULES = Classifier(IntentRules())
-_cache: dict[Path, tuple[int, Classifier]] = {}
+_cache: dict[Path, tuple[tuple[int, int], Classifier]] = {}
+
+
+def classifier_from_file(path: Path) -> Classifier:
+    """Rules of ``path`` plus, when ``model.enabled``, the model trained on its examples file (relative to
+    the file's folder). Raises :class:`~scrm.intent.rules.IntentRulesError`."""
+    rules = load_rules(path)
+    return Classifier(rules, model_for(rules.model, path.parent))
 
 
 def classifier_for(sop_dir: str | Path) -> Classifier:
-    """The classifier of ``sop_dir/intent.yaml``, rebuilt when the file's mtime changes.
+    """The classifier of ``sop_dir/intent.yaml``, rebuilt (model retrained) when the file's or the model
+    examples file's mtime changes.
 
     A folder without intent.yaml gets a rule-less classifier (every message ``other``). When the file turns
     invalid after a good load, the last good classifier is kept and the error logged; with no good load yet,
-    :class:`~scrm.intent.rules.IntentRulesError` is raised."""
+    :class:`~scrm.intent.rules.IntentRulesError` is raised. A missing examples file means rules only (logged)."""
     path = Path(sop_dir).resolve() / INTENT_FILE
     try:
         mtime = path.stat().st_mtime_ns
     except FileNotFoundError:
         return _EMPTY_RULES
     cached = _cache.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
+    if cached is not None:
+        key = (mtime, examples_mtime(cached[1].rules.model, path.parent))
+        if cached[0] == key:
+            return cached[1]
     try:
-        classifier = Classifier(load_rules(path))
+        classifier = classifier_from_file(path)
     except IntentRulesError as exc:
         if cached is None:
             raise
         log.error("intent rules invalid, keeping the previous ones: %s", exc)
-        _cache[path] = (mtime, cached[1])
+        _cache[path] = ((mtime, examples_mtime(cached[1].rules.model, path.parent)), cached[1])
         return cached[1]
-    _cache[path] = (mtime, classifier)
+    _cache[path] = ((mtime, examples_mtime(classifier.rules.model, path.parent)), classifier)
     return classifier

@@ -9,6 +9,8 @@ Sections (every one optional; defaults below):
   ``patterns`` (:class:`IntentRuleSet`). ``lost`` has its own top-level section (lost-lead signals, not
   negatable by default); ``other`` has no rules: it is what is left when nothing fires.
 - ``hints``: extracted facts (car models, budget, time frame), terms and patterns (:class:`HintRules`).
+- ``model``: the optional statistical model that fills in when the rules are not decisive
+  (:class:`ModelSettings`; :mod:`scrm.intent.model`, combination in :mod:`scrm.intent.classifier`).
 - ``scoring`` and ``tags``: read by :mod:`scrm.intent.scoring` and :mod:`scrm.intent.tags`.
 
 :func:`load_rules` raises :class:`IntentRulesError` with every problem at its ``file:line:col``.
@@ -39,6 +41,7 @@ __all__ = [
     "IntentRulesError",
     "LostRuleSet",
     "MatchSettings",
+    "ModelSettings",
     "Modifiers",
     "PatternRule",
     "RuleProblem",
@@ -188,6 +191,19 @@ class MatchSettings(_Frozen):
         return value
 
 
+class ModelSettings(_Frozen):
+    """The optional statistical model (off unless ``enabled``). Rules are decisive when their primary intent
+    sums to ≥ ``decisive_weight``; otherwise the model's class is taken when its probability is ≥
+    ``threshold``, and counts as a hit of weight ``weight × probability`` (rule name ``model``)."""
+
+    enabled: bool = False
+    examples: str = "intent_examples.jsonl"  # JSON lines {"text", "label"}; relative to the SOP folder
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
+    decisive_weight: Annotated[float, Field(ge=0)] = 4.0
+    weight: Weight = 4.0
+    regularisation: Annotated[float, Field(gt=0, le=1000)] = 10.0  # LogisticRegression C
+
+
 class HintKind(_Frozen):
     terms: list[str] = Field(default_factory=list)
     patterns: list[PatternRule] = Field(default_factory=list)
@@ -309,6 +325,7 @@ class IntentRules(_Frozen):
     intents: dict[str, IntentRuleSet] = Field(default_factory=dict)
     lost: LostRuleSet = LostRuleSet()
     hints: HintRules = HintRules()
+    model: ModelSettings = ModelSettings()
     scoring: ScoringSettings = ScoringSettings()
     tags: TagSettings = TagSettings()
 
