@@ -8,8 +8,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import metrics
+from bot.aibot import AiBotEndpoint
 from bot.edge import CallbackEdge
 from bot.inbox.base import Delivery, InboxItem
+from bot.ingest_api import IngestApi
 from bot.links_route import add_link_routes
 from bot.runtime import ALL_ROLES, Role, Runtime
 from bot.settings import Settings
@@ -32,6 +34,10 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     if Role.EDGE in rt.roles:
         CallbackEdge(settings, _RuntimeInbox(rt)).add_routes(app)
+        if settings.aibot_token and settings.aibot_aes_key:
+            AiBotEndpoint(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
+        if settings.ingest_token:
+            IngestApi(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
     if rt.sop_links is not None:
         add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now)
     app.router.add_get("/healthz", healthz)

@@ -1,8 +1,9 @@
 """From typed callback events to the scrm sync services: one transaction per event, then wake the outbox.
 
 Every event type of :mod:`bot.events` has exactly one entry here: a service adapter in ``_SERVICES``
-(state changes + outbox commands, committed together) or a log-only entry in ``_LOG_ONLY`` (kf messages,
-app messages and unknown events are kept in the inbox; their meaning — intent — is handled later).
+(state changes + outbox commands, committed together), a message ingester (app messages are stored; a kf
+callback runs a kf/sync_msg pass for its open_kfid, see :mod:`bot.kf_sync`) or a log-only entry in
+``_LOG_ONLY`` (unknown events are kept in the inbox).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from bot.events import (
     UnknownEvent,
     WeComEvent,
 )
+from bot.kf_sync import KfSync
 from bot.router import HandlerContext, Router
 from scrm.db import write_transaction
+from scrm.errors import LianyiError
+from scrm.intent.ingest import IncomingMessage, store_message
 from scrm.sync import contacts, groups, tags
 
 log = logging.getLogger(__name__)
@@ -174,7 +178,40 @@ _SERVICES: dict[type[WeComEvent], Apply] = {
     TagDeleted: _tag_changed,
     TagShuffled: _tag_changed,
 }
-_LOG_ONLY: tuple[type[WeComEvent], ...] = (KfMsgOrEvent, AppMessage, UnknownEvent)
+_LOG_ONLY: tuple[type[WeComEvent], ...] = (UnknownEvent,)
+
+
+async def _app_message(event: WeComEvent, ctx: HandlerContext) -> None:
+    """A staff member's message to the self-built app: stored as source ``app``, sender staff."""
+    if not isinstance(event, AppMessage):
+        raise TypeError(f"app message handler got {type(event).__name__}")
+    incoming = IncomingMessage(
+        source="app",
+        msgid=event.msg_id or event.dedup_key.removeprefix("msg:"),
+        sent_at=event_time(event, ctx),
+        userid=event.from_user,
+        sender_type="staff",
+        msgtype=event.msg_type or "text",
+        text=event.content,
+        payload=event.to_payload(),
+    )
+    async with write_transaction(ctx.session_factory) as session:
+        await store_message(session, corp_of(event, ctx), incoming, sop_dir=ctx.settings.sop_dir, now=ctx.now())
+    ctx.notify_outbox()
+
+
+async def _kf_sync(event: WeComEvent, ctx: HandlerContext) -> None:
+    """微信客服 messages are waiting: page kf/sync_msg from the stored cursor (serialized per open_kfid)."""
+    if not isinstance(event, KfMsgOrEvent):
+        raise TypeError(f"kf handler got {type(event).__name__}")
+    if ctx.client is None:
+        raise LianyiError("kf_msg_or_event needs the WeCom client in the handler context")
+    sync = KfSync(ctx.client, ctx.session_factory, corp_of(event, ctx), sop_dir=ctx.settings.sop_dir, now=ctx.now)
+    await sync.run(event.open_kfid, event.token)
+    ctx.notify_outbox()
+
+
+_INGESTERS: dict[type[WeComEvent], Handler] = {AppMessage: _app_message, KfMsgOrEvent: _kf_sync}
 
 
 def _service_handler(cls: type[WeComEvent], apply: Apply) -> Handler:
@@ -200,5 +237,7 @@ def register_sync_handlers(router: Router) -> None:
     """Register a handler for every event type :mod:`bot.events` produces."""
     for cls, apply in _SERVICES.items():
         router.register(cls.event_type, _service_handler(cls, apply))
+    for cls, handler in _INGESTERS.items():
+        router.register(cls.event_type, handler)
     for cls in _LOG_ONLY:
         router.register(cls.event_type, _log_event)

@@ -14,11 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.events import WeComEvent, known_event_types
 from bot.settings import Settings
 from scrm.db import SessionFactory
+
+if TYPE_CHECKING:
+    from bot.wecom.client import WeComClient
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class HandlerContext:
     now: Callable[[], datetime]
     # Call after committing outbox commands, so the dispatcher runs them at once instead of at its next poll.
     notify_outbox: Callable[[], None]
+    # The WeCom API, for handlers that must fetch what a callback only announces (微信客服 sync_msg).
+    client: WeComClient | None = None
 
 
 Handler = Callable[[WeComEvent, HandlerContext], Awaitable[None]]

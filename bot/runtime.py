@@ -122,6 +122,7 @@ class Runtime:
                 settings=s,
                 now=self.now,
                 notify_outbox=self.wakeup.notify,
+                client=self.client,
             )
             self.worker = Worker(
                 self.inbox,

@@ -91,6 +91,26 @@ class Settings(BaseSettings):
     leader_ttl_seconds: float = Field(
         default=15.0, ge=1.0, description="Scheduler leader lock lifetime; a dead leader is replaced this fast"
     )
+    aibot_token: str = Field(default="", max_length=32, description="AI bot (智能机器人) callback Token; empty = off")
+    aibot_aes_key: str = Field(default="", description="AI bot callback EncodingAESKey (43 characters)")
+    ingest_token: str = Field(
+        default="", description="Bearer token of POST /ingest/messages and /ingest/behaviours; empty = off"
+    )
+    ingest_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest ingest request body accepted"
+    )
+
+    @field_validator("ingest_token")
+    @classmethod
+    def _ingest_token_strength(cls, value: str) -> str:
+        if value and len(value) < 24:
+            raise ValueError(f"must be at least 24 characters (got {len(value)}); e.g. openssl rand -hex 24")
+        return value
+
+    @field_validator("aibot_aes_key")
+    @classmethod
+    def _aibot_key_shape(cls, value: str) -> str:
+        return cls._aes_key_shape(value) if value else value
 
     @field_validator("callback_aes_key")
     @classmethod

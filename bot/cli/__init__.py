@@ -25,6 +25,9 @@ def _register() -> None:
     from bot.cli.emulator import emulator_command
 
     cli.add_command(emulator_command)
+    from bot.cli.ingest import ingest
+
+    cli.add_command(ingest)
     from bot.cli.intent import intent
 
     cli.add_command(intent)

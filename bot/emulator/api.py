@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import api_contacts, api_groupmsg, api_groups, api_outreach, api_tags
+from bot.emulator import api_contacts, api_groupmsg, api_groups, api_kf, api_outreach, api_tags
 from bot.emulator.routes import ROUTES, ApiCall, ApiError, Route, errmsg, route
 from bot.emulator.state import EmulatorState
 from bot.emulator.tokens import ERR_BAD_SECRET
@@ -35,6 +35,7 @@ HANDLER_MODULES = (
     api_contacts,
     api_groupmsg,
     api_groups,
+    api_kf,
     api_outreach,
     api_tags,
 )  # importing them registers their routes

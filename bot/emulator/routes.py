@@ -44,6 +44,8 @@ ERRMSG: dict[int, str] = {
     60111: "userid not found",
     81013: "user & party & tag all invalid",
     84061: "not external contact",
+    95000: "invalid open_kfid",
+    95007: "invalid msg token",
 }
 _HINTS = itertools.count(1)
 

@@ -134,27 +134,10 @@ async def test_world_callbacks_apply_and_replay_changes_nothing(
 @pytest.mark.parametrize(
     "fields",
     [
-        {
-            "ToUserName": TEST_CORP_ID,
-            "CreateTime": "1700000000",
-            "MsgType": "event",
-            "Event": "kf_msg_or_event",
-            "Token": "ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR",
-            "OpenKfId": "wkxxxxxxx",
-        },
-        {
-            "ToUserName": TEST_CORP_ID,
-            "FromUserName": "zhangwei",
-            "CreateTime": "1700000000",
-            "MsgType": "text",
-            "Content": "明天能试驾吗",
-            "MsgId": "1234567890",
-            "AgentID": "1000002",
-        },
         {"ToUserName": TEST_CORP_ID, "CreateTime": "1700000000", "MsgType": "event", "Event": "enter_agent"},
     ],
 )
-async def test_messages_and_unknown_events_are_logged_only(
+async def test_unknown_events_are_logged_only(
     router: Router,
     ctx: HandlerContext,
     session_factory: SessionFactory,

@@ -1,0 +1,213 @@
+"""The AI bot (智能机器人) endpoint: ``/wecom/aibot``, where WeCom posts what users @-mention the bot with.
+
+Same crypto as the app callbacks (:mod:`bot.crypto`) with receive id ``""``, but JSON instead of XML: the POST
+body is ``{"encrypt": "…"}``, signed over that ciphertext, and the plaintext is a JSON message (msgid,
+aibotid, chatid, chattype single|group, from.userid, msgtype, text.content). The URL check is a GET with an
+encrypted echostr, answered with the plaintext.
+
+A message is stored straight away (source ``aibot``, one insert deduplicated by msgid, the intent pipeline
+for new customer messages) and answered with an empty 200: the bot does not reply by itself. Stream
+refreshes and events carry no new words and are only acknowledged.
+
+Order of checks for a POST: size (413) → JSON body with ``encrypt`` (400) → signature (403) → timestamp
+window (403) → decrypt + receive id (400/403) → JSON message with msgid (400) → store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlmodel import select
+
+from bot.crypto import BadTimestamp, CallbackCrypto, CallbackRejected, DecryptFailed, check_timestamp
+from bot.edge import GET_PARAMS, POST_PARAMS, CallbackRefused
+from bot.settings import Settings
+from scrm.db import SessionFactory, write_transaction
+from scrm.intent.ingest import IncomingMessage, store_message
+from scrm.models import Staff
+
+log = logging.getLogger(__name__)
+
+AIBOT_PATH = "/wecom/aibot"
+AIBOT_RECEIVE_ID = ""
+STORED_MSGTYPES = frozenset({"text", "mixed", "image", "voice", "file"})
+_CUSTOMER_ID_PREFIXES = ("wm", "wo")  # external_userid of a WeChat customer
+
+
+class AiBotEndpoint:
+    """Verifies AI bot callbacks for one corp and stores their messages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: Callable[[], SessionFactory],
+        *,
+        now: Callable[[], datetime],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not settings.aibot_token or not settings.aibot_aes_key:
+            raise ValueError("the AI bot endpoint needs LIANYI_AIBOT_TOKEN and LIANYI_AIBOT_AES_KEY")
+        self._settings = settings
+        self._factory = session_factory
+        self._now = now
+        self._clock = clock
+        self._crypto = CallbackCrypto(settings.aibot_token, settings.aibot_aes_key, AIBOT_RECEIVE_ID)
+
+    # ---- transport-free core ------------------------------------------------------------------------
+
+    def verify_url(self, query: Mapping[str, str]) -> str:
+        sig, timestamp, nonce, echostr = _require(query, GET_PARAMS)
+        self._authenticate(sig, timestamp, nonce, echostr)
+        return self._decrypt(echostr)
+
+    async def accept(self, query: Mapping[str, str], body: bytes) -> bool:
+        """Verify, decrypt and store one POST; True when a new message was stored."""
+        sig, timestamp, nonce = _require(query, POST_PARAMS)
+        encrypt = _json_object(body, "malformed_body", "body").get("encrypt")
+        if not isinstance(encrypt, str) or not encrypt:
+            raise CallbackRefused(400, "missing_encrypt", 'body has no "encrypt" string')
+        self._authenticate(sig, timestamp, nonce, encrypt)
+        message = _json_object(self._decrypt(encrypt), "malformed_message", "decrypted message")
+        msgid = message.get("msgid")
+        if not isinstance(msgid, str) or not msgid:
+            raise CallbackRefused(400, "missing_msgid", "decrypted message has no msgid")
+        msgtype = str(message.get("msgtype") or "")
+        if msgtype not in STORED_MSGTYPES:
+            log.debug("aibot callback acknowledged", extra={"msgtype": msgtype, "msgid": msgid})
+            return False
+        corp_id = self._settings.corp_id
+        async with write_transaction(self._factory()) as session:
+            # A known member is staff; otherwise a WeChat customer's id starts with wm/wo, anything else is staff.
+            sender = _sender(message)
+            stmt = select(Staff.id).where(Staff.corp_id == corp_id, Staff.userid == sender)
+            known_staff = bool(sender) and (await session.exec(stmt)).first() is not None
+            is_staff = known_staff or not sender.startswith(_CUSTOMER_ID_PREFIXES)
+            incoming = aibot_message(message, sender_is_staff=is_staff, now=self._now())
+            return await store_message(session, corp_id, incoming, sop_dir=self._settings.sop_dir, now=self._now())
+
+    def _authenticate(self, sig: str, timestamp: str, nonce: str, data: str) -> None:
+        try:
+            self._crypto.verify(sig, timestamp, nonce, data)
+            check_timestamp(timestamp, now=self._clock(), max_age=self._settings.callback_max_age)
+        except CallbackRejected as exc:
+            raise _refusal(exc) from None
+
+    def _decrypt(self, encrypt_b64: str) -> str:
+        try:
+            return self._crypto.decrypt(encrypt_b64)
+        except CallbackRejected as exc:
+            raise _refusal(exc) from None
+
+    # ---- aiohttp adapter ----------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application, path: str = AIBOT_PATH) -> None:
+        app.router.add_get(path, self._handle_get)
+        app.router.add_post(path, self._handle_post)
+
+    async def _handle_get(self, request: web.Request) -> web.Response:
+        try:
+            return web.Response(text=self.verify_url(request.query), content_type="text/plain")
+        except CallbackRefused as exc:
+            return _refuse(exc)
+
+    async def _handle_post(self, request: web.Request) -> web.Response:
+        try:
+            body = await _read_body(request, self._settings.max_body_bytes)
+            new = await self.accept(request.query, body)
+        except CallbackRefused as exc:
+            return _refuse(exc)
+        log.debug("aibot message", extra={"new": new})
+        return web.Response(status=200, body=b"")
+
+
+def aibot_message(message: Mapping[str, Any], *, sender_is_staff: bool, now: datetime) -> IncomingMessage:
+    """The decrypted AI bot JSON as a message row (a group message keeps its chatid)."""
+    msgtype = str(message.get("msgtype") or "text")
+    chat_type = "group" if message.get("chattype") == "group" else "single"
+    sender = _sender(message)
+    created = message.get("create_time")
+    sent_at = datetime.fromtimestamp(int(created), UTC) if isinstance(created, int | float) else now
+    return IncomingMessage(
+        source="aibot",
+        msgid=str(message["msgid"]),
+        sent_at=sent_at,
+        chat_type=chat_type,
+        chat_id=str(message.get("chatid") or "") if chat_type == "group" else "",
+        external_userid="" if sender_is_staff else sender,
+        userid=sender if sender_is_staff else "",
+        sender_type="staff" if sender_is_staff else "customer",
+        msgtype=msgtype,
+        text=_text_of(message, msgtype),
+        payload=dict(message),
+    )
+
+
+def _sender(message: Mapping[str, Any]) -> str:
+    sender = message.get("from")
+    return str(sender.get("userid") or "") if isinstance(sender, dict) else ""
+
+
+def _text_of(message: Mapping[str, Any], msgtype: str) -> str:
+    if msgtype == "text":
+        text = message.get("text")
+        return str(text.get("content") or "") if isinstance(text, dict) else ""
+    if msgtype == "mixed":
+        mixed = message.get("mixed")
+        items = mixed.get("msg_item") if isinstance(mixed, dict) else None
+        parts = [
+            str(item["text"].get("content") or "")
+            for item in items or []
+            if isinstance(item, dict) and item.get("msgtype") == "text" and isinstance(item.get("text"), dict)
+        ]
+        return "\n".join(p for p in parts if p)
+    return ""
+
+
+def _require(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+    values = [query.get(name, "") for name in names]
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise CallbackRefused(400, "missing_parameters", f"missing query parameters: {', '.join(missing)}")
+    return values
+
+
+def _json_object(document: str | bytes, reason: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(document)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CallbackRefused(400, reason, f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CallbackRefused(400, reason, f"{what} is not a JSON object")
+    return value
+
+
+_STATUS_BY_REJECTION: dict[type[CallbackRejected], int] = {BadTimestamp: 400, DecryptFailed: 400}
+
+
+def _refusal(exc: CallbackRejected) -> CallbackRefused:
+    return CallbackRefused(_STATUS_BY_REJECTION.get(type(exc), 403), exc.reason, str(exc))
+
+
+def _refuse(exc: CallbackRefused) -> web.Response:
+    log.warning("aibot callback refused: %s", exc.detail, extra={"reason": exc.reason, "status": exc.status})
+    return web.Response(status=exc.status)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise CallbackRefused(413, "body_too_large", f"Content-Length {declared} exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise CallbackRefused(413, "body_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

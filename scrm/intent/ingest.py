@@ -1,0 +1,278 @@
+"""Store chat messages from every source, once each, and hand new customer messages to the intent pipeline.
+
+Every source (微信客服 sync_msg, AI bot callbacks, self-built app messages, the chat-archive ingest endpoint
+and ``lianyi ingest messages``) builds an :class:`IncomingMessage` and calls :func:`store_message` inside its
+own transaction. The row is inserted with ``ON CONFLICT DO NOTHING`` on (corp, source, msgid), so a replayed
+page, a retried callback or a re-imported file stores nothing twice; only a newly inserted customer message
+reaches :func:`scrm.intent.pipeline.on_message_stored`, in the same transaction.
+
+Archive records and behaviours arrive as JSON objects; :func:`parse_message_record` and
+:func:`parse_behaviour_record` validate them with errors in Chinese and English (the operator and the
+integrator both read them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scrm.errors import LianyiError
+from scrm.models import Message
+from scrm.sync._rows import get_or_create
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("kf", "aibot", "app", "archive")
+CHAT_TYPES = ("single", "group")
+SENDER_TYPES = ("customer", "staff", "bot")
+BEHAVIOUR_KINDS = ("form", "test_drive_booking")  # 留资 is a form
+_PIPELINE_MODULE = "scrm.intent.pipeline"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One message as a source saw it, before it is a row."""
+
+    source: str
+    msgid: str
+    sent_at: datetime
+    chat_type: str = "single"
+    chat_id: str = ""
+    external_userid: str = ""
+    userid: str = ""
+    sender_type: str = "customer"
+    msgtype: str = "text"
+    text: str = ""
+    payload: dict[str, Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingBehaviour:
+    """A behaviour reported by another system: a form, a test-drive booking, 留资."""
+
+    kind: str
+    external_userid: str
+    ref: str
+    at: datetime
+    detail: dict[str, Any] | None = field(default=None, compare=False)
+
+
+class InvalidRecord(LianyiError):
+    """A message or behaviour record that cannot be stored; ``zh`` is for the operator, ``en`` for logs/APIs."""
+
+    def __init__(self, zh: str, en: str, *, line: int | None = None) -> None:
+        prefix_zh = f"第 {line} 行：" if line is not None else ""
+        prefix_en = f"line {line}: " if line is not None else ""
+        super().__init__(prefix_en + en)
+        self.zh = prefix_zh + zh
+        self.en = prefix_en + en
+        self.line = line
+
+
+class PipelineMissing(LianyiError):
+    """The scoring pipeline (scrm.intent.pipeline) is not installed, so behaviours have nowhere to go."""
+
+
+# ---- storing --------------------------------------------------------------------------------------------
+
+
+async def store_message(
+    session: AsyncSession, corp_id: str, incoming: IncomingMessage, *, sop_dir: str, now: datetime
+) -> bool:
+    """Insert the message unless (corp, source, msgid) is stored already; True when it is new.
+
+    A new customer message goes on to the intent pipeline in this same transaction.
+    """
+    values: dict[str, Any] = {
+        "chat_type": incoming.chat_type,
+        "chat_id": incoming.chat_id,
+        "external_userid": incoming.external_userid,
+        "userid": incoming.userid,
+        "sender_type": incoming.sender_type,
+        "msgtype": incoming.msgtype,
+        "text": incoming.text,
+        "sent_at": incoming.sent_at,
+        "received_at": now,
+        "payload": incoming.payload,
+    }
+    keys = {"corp_id": corp_id, "source": incoming.source, "msgid": incoming.msgid}
+    message, created = await get_or_create(session, Message, keys, values, insert_first=True)
+    if created and message.sender_type == "customer":
+        pipeline = _pipeline()
+        if pipeline is not None:
+            await pipeline.on_message_stored(session, corp_id, message, sop_dir=sop_dir, now=now)
+    return created
+
+
+async def record_behaviour(session: AsyncSession, corp_id: str, behaviour: IncomingBehaviour, *, sop_dir: str) -> None:
+    """Hand a behaviour to the scoring pipeline (it deduplicates by ``ref``)."""
+    pipeline = _pipeline()
+    if pipeline is None:
+        raise PipelineMissing("scrm.intent.pipeline is not installed; behaviours cannot be scored")
+    await pipeline.on_behaviour(
+        session,
+        corp_id,
+        behaviour.external_userid,
+        kind=behaviour.kind,
+        ref=behaviour.ref,
+        at=behaviour.at,
+        detail=behaviour.detail,
+        sop_dir=sop_dir,
+    )
+
+
+_missing_reported: list[bool] = []
+
+
+def _pipeline() -> ModuleType | None:
+    """The scoring pipeline module, or None while it is not part of this build (logged once)."""
+    try:
+        return importlib.import_module(_PIPELINE_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in {_PIPELINE_MODULE, "scrm.intent"}:
+            raise
+        if not _missing_reported:
+            _missing_reported.append(True)
+            log.warning("intent pipeline not installed; messages are stored without scoring")
+        return None
+
+
+# ---- records (archive ingest, behaviours) ---------------------------------------------------------------
+
+
+def parse_timestamp(value: Any, *, name: str, line: int | None = None) -> datetime:
+    """Epoch seconds or milliseconds, or an ISO 8601 string with an offset; always UTC-aware."""
+    if isinstance(value, bool):
+        raise InvalidRecord(f"{name} 不是时间", f"{name} is not a time", line=line)
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 10**11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidRecord(f"{name} 超出范围", f"{name} is out of range", line=line) from None
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRecord(
+                f"{name} 不是 ISO 8601 时间：{value[:40]}", f"{name} is not ISO 8601: {value[:40]!r}", line=line
+            ) from None
+        if parsed.tzinfo is None:
+            raise InvalidRecord(
+                f"{name} 缺少时区（例如 +08:00）", f"{name} needs a UTC offset (e.g. +08:00)", line=line
+            )
+        return parsed.astimezone(UTC)
+    raise InvalidRecord(f"缺少 {name}", f"{name} is missing", line=line)
+
+
+def _text(record: Mapping[str, Any], name: str, *, default: str = "", limit: int, line: int | None) -> str:
+    value = record.get(name, default)
+    if value is None:
+        value = default
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{name} 必须是字符串", f"{name} must be a string", line=line)
+    if len(value) > limit:
+        raise InvalidRecord(f"{name} 超过 {limit} 个字符", f"{name} is longer than {limit} characters", line=line)
+    return value
+
+
+def _choice(record: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str, line: int | None) -> str:
+    value = _text(record, name, default=default, limit=32, line=line) or default
+    if value not in choices:
+        allowed = " / ".join(choices)
+        raise InvalidRecord(f"{name} 只能是 {allowed}", f"{name} must be one of {allowed}", line=line)
+    return value
+
+
+def _object(record: Mapping[str, Any], name: str, line: int | None) -> dict[str, Any] | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRecord(f"{name} 必须是对象", f"{name} must be an object", line=line)
+    return value
+
+
+def parse_message_record(record: Any, *, line: int | None = None, default_source: str = "archive") -> IncomingMessage:
+    """An archive record: ``{"msgid", "sent_at", "text", "external_userid" | "chat_id", …}``.
+
+    ``sender_type`` is customer (default), staff or bot; a customer message needs ``external_userid``.
+    """
+    if not isinstance(record, dict):
+        raise InvalidRecord("每条记录必须是 JSON 对象", "each record must be a JSON object", line=line)
+    msgid = _text(record, "msgid", limit=128, line=line)
+    if not msgid:
+        raise InvalidRecord("缺少 msgid", "msgid is missing", line=line)
+    source = _choice(record, "source", SOURCES, default_source, line)
+    chat_type = _choice(record, "chat_type", CHAT_TYPES, "single", line)
+    sender_type = _choice(record, "sender_type", SENDER_TYPES, "customer", line)
+    chat_id = _text(record, "chat_id", limit=128, line=line)
+    external_userid = _text(record, "external_userid", limit=128, line=line)
+    if chat_type == "group" and not chat_id:
+        raise InvalidRecord("群消息缺少 chat_id", "a group message needs chat_id", line=line)
+    if sender_type == "customer" and not external_userid:
+        raise InvalidRecord("客户消息缺少 external_userid", "a customer message needs external_userid", line=line)
+    return IncomingMessage(
+        source=source,
+        msgid=msgid,
+        sent_at=parse_timestamp(record.get("sent_at"), name="sent_at", line=line),
+        chat_type=chat_type,
+        chat_id=chat_id,
+        external_userid=external_userid,
+        userid=_text(record, "userid", limit=64, line=line),
+        sender_type=sender_type,
+        msgtype=_text(record, "msgtype", default="text", limit=32, line=line) or "text",
+        text=_text(record, "text", limit=20000, line=line),
+        payload=_object(record, "payload", line),
+    )
+
+
+def parse_behaviour_record(record: Any, *, line: int | None = None) -> IncomingBehaviour:
+    """A behaviour: ``{"kind": "form" | "test_drive_booking", "external_userid", "ref", "at", "detail"?}``."""
+    if not isinstance(record, dict):
+        raise InvalidRecord("每条记录必须是 JSON 对象", "each record must be a JSON object", line=line)
+    kind = _text(record, "kind", limit=32, line=line)
+    if kind not in BEHAVIOUR_KINDS:
+        allowed = " / ".join(BEHAVIOUR_KINDS)
+        raise InvalidRecord(f"kind 只能是 {allowed}", f"kind must be one of {allowed}", line=line)
+    external_userid = _text(record, "external_userid", limit=128, line=line)
+    if not external_userid:
+        raise InvalidRecord("缺少 external_userid", "external_userid is missing", line=line)
+    ref = _text(record, "ref", limit=200, line=line)
+    if not ref:
+        raise InvalidRecord("缺少 ref（表单或预约的唯一编号）", "ref (the form or booking id) is missing", line=line)
+    return IncomingBehaviour(
+        kind=kind,
+        external_userid=external_userid,
+        ref=f"{kind}:{ref}",
+        at=parse_timestamp(record.get("at"), name="at", line=line),
+        detail=_object(record, "detail", line),
+    )
+
+
+def load_records(document: str) -> list[tuple[int, Any]]:
+    """A JSON array, or JSON lines (blank lines skipped), as (line or position, value) pairs."""
+    stripped = document.strip()
+    if stripped.startswith("["):
+        try:
+            values = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InvalidRecord(f"JSON 格式错误：{exc.msg}", f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+        return list(enumerate(values, start=1))
+    records: list[tuple[int, Any]] = []
+    for number, line in enumerate(document.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise InvalidRecord(f"JSON 格式错误：{exc.msg}", f"invalid JSON: {exc.msg}", line=number) from None
+    return records

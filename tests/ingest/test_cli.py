@@ -1,0 +1,68 @@
+"""``lianyi ingest messages FILE.jsonl``: imports once, reports counts, refuses a bad file as a whole.
+
+The command runs its own event loop, so the tests invoke it in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import select
+
+from bot.cli import _register, cli
+from scrm.db import SessionFactory
+from scrm.models import Message
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.ingest.conftest import SOP_DIR
+
+
+@pytest.fixture
+def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    _register()
+    for name, value in {
+        "CORP_ID": TEST_CORP_ID,
+        "CALLBACK_TOKEN": TEST_TOKEN,
+        "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "DATABASE_URL": database_url,
+        "SOP_DIR": SOP_DIR,
+        "LOG_JSON": "false",
+    }.items():
+        monkeypatch.setenv("LIANYI_" + name, value)
+    return CliRunner()
+
+
+def _write(path: Path, *records: dict[str, object]) -> Path:
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n\n", encoding="utf-8")
+    return path
+
+
+async def test_import_counts_new_and_duplicate_messages(
+    runner: CliRunner, tmp_path: Path, session_factory: SessionFactory
+) -> None:
+    records = [
+        {"msgid": f"arc-{n}", "sent_at": 1763870400 + n, "external_userid": "wmCli", "text": f"消息{n}"}
+        for n in range(3)
+    ]
+    first = await asyncio.to_thread(
+        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "a.jsonl", *records[:2]))]
+    )
+    assert (first.exit_code, first.output.strip()) == (0, "读取 2 条，新增 2 条，重复 0 条")
+    again = await asyncio.to_thread(
+        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "b.jsonl", *records))]
+    )
+    assert again.output.strip() == "读取 3 条，新增 1 条，重复 2 条"
+    async with session_factory() as session:
+        assert len((await session.exec(select(Message))).all()) == 3
+
+
+async def test_a_bad_line_imports_nothing(runner: CliRunner, tmp_path: Path, session_factory: SessionFactory) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"msgid": "ok", "sent_at": 1, "external_userid": "wm1"}\n{"msgid": 5}\n', encoding="utf-8")
+    result = await asyncio.to_thread(runner.invoke, cli, ["ingest", "messages", str(path)])
+    assert result.exit_code == 1
+    assert "第 2 行：msgid 必须是字符串" in result.output
+    async with session_factory() as session:
+        assert (await session.exec(select(Message))).all() == []
