@@ -39,7 +39,7 @@ def create_app(
         if settings.ingest_token:
             IngestApi(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
     if rt.sop_links is not None:
-        add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now)
+        add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now, sop_dir=settings.sop_dir)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     return app

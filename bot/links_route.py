@@ -1,11 +1,13 @@
 """GET /l/{token}: count a tracked-link click, then send the customer on to the original url.
 
+A click is also an intent signal (``click``) for the contact's lead score when ``sop_dir`` is given.
 A valid token always redirects, even when the click cannot be recorded (the customer must reach the
 page; the failure is logged). HEAD requests (link previews, crawlers) redirect without counting.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -14,7 +16,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from scrm.db import SessionFactory, write_transaction
-from scrm.links import LinkError, LinkSigner, record_click
+from scrm.intent.pipeline import on_behaviour
+from scrm.links import LinkError, LinkSigner, TrackedLink, record_click
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,19 @@ INVALID_LINK_PAGE = """<!doctype html>
 """
 
 
+def click_ref(link: TrackedLink, at: datetime) -> str:
+    """One intent signal per link per contact per minute: a double tap or a preview refetch counts once."""
+    digest = hashlib.sha256(f"{link.source}\0{link.url}".encode()).hexdigest()[:16]
+    return f"click:{digest}:{at:%Y%m%d%H%M}"
+
+
 def add_link_routes(
     app: web.Application,
     signer: LinkSigner,
     session_factory: SessionFactory | Callable[[], SessionFactory],
     now: Callable[[], datetime],
+    *,
+    sop_dir: str | None = None,
 ) -> None:
     """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with.
 
@@ -49,8 +60,20 @@ def add_link_routes(
             return web.Response(status=404, text=INVALID_LINK_PAGE, content_type="text/html", charset="utf-8")
         if request.method == "GET":
             try:
+                at = now()
                 async with write_transaction(sessions()) as session:
-                    await record_click(session, link, now())
+                    await record_click(session, link, at)
+                    if sop_dir is not None and link.external_userid:
+                        await on_behaviour(
+                            session,
+                            link.corp_id,
+                            link.external_userid,
+                            kind="click",
+                            ref=click_ref(link, at),
+                            at=at,
+                            detail={"url": link.url, "source": link.source},
+                            sop_dir=sop_dir,
+                        )
             except Exception:
                 log.exception("could not record a tracked-link click", extra={"source": link.source})
         raise web.HTTPFound(location=link.url)

@@ -13,7 +13,7 @@ from bot.app import RUNTIME_KEY, create_app
 from bot.runtime import Role
 from bot.sop_wiring import link_signer
 from scrm.db import write_transaction
-from scrm.models import Contact
+from scrm.models import Contact, IntentSignal
 from scrm.sync._rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, create_sqlite_database, make_settings
 
@@ -41,6 +41,11 @@ async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path
         async with runtime.session_factory() as session:
             contact = (await session.exec(select(Contact).where(Contact.external_userid == "wmLINK"))).one()
         assert contact.last_active_at is not None and contact.last_active_at >= before
+        async with runtime.session_factory() as session:
+            signals = (await session.exec(select(IntentSignal).where(IntentSignal.kind == "click"))).all()
+        assert [(s.external_userid, s.detail) for s in signals] == [
+            ("wmLINK", {"url": "https://m.example.com/book", "source": "sop:x"})
+        ]
 
 
 async def test_without_a_public_url_there_is_no_link_route(tmp_path: Path) -> None:
