@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from scrm.intent.classifier import Classification, Classifier, classifier_for
 from scrm.intent.rules import IntentRules, IntentRulesError
 from scrm.intent.tags import TagMapping, sync_contact_tags
 from scrm.lifecycle import change_intent_level, change_stage
-from scrm.models import Contact, IntentSignal, LeadScoreChange, Message, Stage
+from scrm.models import Contact, ContactTouch, IntentSignal, LeadScoreChange, Message, Stage
 from scrm.sop import hooks, triggers
 from scrm.sync._rows import insert_ignore
 
@@ -213,6 +213,19 @@ async def on_message_stored(
     classifier = _classifier(sop_dir)
     if classifier is not None:
         await _classify_and_score(session, corp_id, message, classifier, now=now)
+    push = await _recent_push(session, corp_id, message.external_userid, message.sent_at)
+    if push is not None:  # answering a push we sent: engagement, counted once per push
+        await on_behaviour(
+            session,
+            corp_id,
+            message.external_userid,
+            kind="reply",
+            ref=f"reply:{push}",
+            at=message.sent_at,
+            detail={"push": push, "msgid": message.msgid},
+            sop_dir=sop_dir,
+            now=now,
+        )
     services = hooks.active()
     if services is not None:
         await triggers.message_received(
@@ -227,6 +240,30 @@ async def on_message_stored(
             userid=message.userid,
             at=message.sent_at,
         )
+
+
+REPLY_WINDOW = timedelta(hours=48)  # a customer message this soon after a push to them is a reply to it
+
+
+async def _recent_push(session: AsyncSession, corp_id: str, external_userid: str, at: datetime) -> str | None:
+    """The ledger ref of the latest push (SOP, campaign or advisor message) the customer got within the reply
+    window before ``at``, or None."""
+    row = (
+        await session.exec(
+            select(ContactTouch.ref)
+            .where(
+                ContactTouch.corp_id == corp_id,
+                ContactTouch.recipient_type == "contact",
+                ContactTouch.recipient_id == external_userid,
+                col(ContactTouch.kind).in_(("private_message", "advisor_task", "group_message")),
+                col(ContactTouch.at) <= at,
+                col(ContactTouch.at) >= at - REPLY_WINDOW,
+            )
+            .order_by(col(ContactTouch.at).desc())
+            .limit(1)
+        )
+    ).first()
+    return str(row) if row is not None else None
 
 
 def _classifier(sop_dir: str | Path) -> Classifier | None:

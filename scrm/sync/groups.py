@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm import audit
 from scrm.commands import CommandKind, delay, enqueue
 from scrm.db_types import utcnow
+from scrm.intent.pipeline import on_behaviour
 from scrm.models import CustomerGroup, GroupMember, Staff
 from scrm.sop import hooks, triggers
 from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create
@@ -121,6 +122,18 @@ async def on_group_updated(
         joined = [m for m, was_new in zip(members, changed, strict=True) if was_new]
         if joined:
             await triggers.member_joined(session, services, corp_id, chat_id, joined, at=event_time)
+        for member in joined:  # a customer joining a dealer group is an intent signal
+            if member_type_of(member) == MEMBER_CUSTOMER:
+                await on_behaviour(
+                    session,
+                    corp_id,
+                    member,
+                    kind="join_group",
+                    ref=f"join:{chat_id}:{member}:{epoch(event_time)}",
+                    at=event_time,
+                    detail={"chat_id": chat_id, "join_scene": join_scene},
+                    sop_dir=services.holder.directory,
+                )
 
 
 async def _member_joined(
