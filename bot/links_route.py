@@ -1,4 +1,4 @@
-"""GET /l/{token}: count a tracked-link click, then send the customer on to the original url.
+"""GET /l/{token} (and /r/{token}): count a tracked-link click, then send the customer on to the original url.
 
 A click is also an intent signal (``click``) for the contact's lead score when ``sop_dir`` is given.
 A valid token always redirects, even when the click cannot be recorded (the customer must reach the
@@ -79,3 +79,4 @@ def add_link_routes(
         raise web.HTTPFound(location=link.url)
 
     app.router.add_get("/l/{token}", follow_link)
+    app.router.add_get("/r/{token}", follow_link)  # the same links under the name campaigns print

@@ -13,7 +13,7 @@ from bot.app import RUNTIME_KEY, create_app
 from bot.runtime import Role
 from bot.sop_wiring import link_signer
 from scrm.db import write_transaction
-from scrm.models import Contact, IntentSignal
+from scrm.models import Contact, IntentSignal, Message
 from scrm.sync._rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, create_sqlite_database, make_settings
 
@@ -55,3 +55,36 @@ async def test_without_a_public_url_there_is_no_link_route(tmp_path: Path) -> No
     async with TestClient(TestServer(create_app(settings, frozenset({Role.EDGE})))) as client:
         response = await client.get("/l/anything.sig", allow_redirects=False)
         assert response.status == 404
+
+
+async def test_the_app_mounts_ingest_and_scores_what_it_receives(tmp_path: Path) -> None:
+    url = await create_sqlite_database(tmp_path / "ingest.db")
+    token = "t" * 32
+    settings = make_settings(database_url=url, ingest_token=token, public_url="https://scrm.example.com")
+    app = create_app(settings, frozenset({Role.EDGE}))
+    async with TestClient(TestServer(app)) as client:
+        runtime = app[RUNTIME_KEY]
+        async with write_transaction(runtime.session_factory) as session:
+            await ensure_corp(session, TEST_CORP_ID)
+            session.add(Contact(corp_id=TEST_CORP_ID, external_userid="wmIN"))
+        record = {
+            "msgid": "a1",
+            "sent_at": "2026-11-20T10:00:00+08:00",
+            "external_userid": "wmIN",
+            "text": "落地价多少钱",
+        }
+        refused = await client.post("/ingest/messages", json=[record])
+        assert refused.status == 401
+        accepted = await client.post("/ingest/messages", json=[record], headers={"Authorization": f"Bearer {token}"})
+        assert accepted.status == 200 and (await accepted.json())["stored"] == 1
+        signer = link_signer(settings)
+        assert signer is not None
+        tracked = signer.wrap("https://m.example.com/a", corp_id=TEST_CORP_ID, external_userid="wmIN", source="c:1")
+        token_part = tracked.rsplit("/", 1)[1]
+        redirected = await client.get(f"/r/{token_part}", allow_redirects=False)
+        assert redirected.status == 302
+        async with runtime.session_factory() as session:
+            message = (await session.exec(select(Message).where(Message.msgid == "a1"))).one()
+            kinds = sorted(s.kind for s in (await session.exec(select(IntentSignal))).all())
+        assert message.primary_intent == "price" and message.classified_at is not None
+        assert kinds == ["click", "message"]
