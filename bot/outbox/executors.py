@@ -23,6 +23,7 @@ reach; only when nothing matches does it create the task.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from bot.wecom.errors import FatalError
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory, write_transaction
 from scrm.models import OutboxCommand
+
+log = logging.getLogger(__name__)
 
 Executor = Callable[[WeComClient, OutboxCommand, SessionFactory], Awaitable[dict[str, Any]]]
 
@@ -54,14 +57,26 @@ async def send_welcome(client: WeComClient, command: OutboxCommand, _sessions: S
         raise
 
 
-async def mark_tag(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
+async def mark_tag(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+    """mark_tag, then read the contact back: WeCom sends no callback for API changes, and a detail fetched just
+    before this call may land after the local mirror was updated, so the mirror is refreshed from WeCom."""
     payload = command.payload
-    return await client.mark_tag(
+    external_userid = str(payload["external_userid"])
+    result = await client.mark_tag(
         str(payload["userid"]),
-        str(payload["external_userid"]),
+        external_userid,
         list(payload.get("add_tag") or []),
         list(payload.get("remove_tag") or []),
     )
+    try:
+        await _fetch_and_apply(client, command.corp_id, external_userid, sessions)
+    except Exception as exc:  # the mark itself succeeded: never repeat it because the read-back failed
+        log.warning(
+            "contact not read back after mark_tag; the hourly resync will",
+            extra={"external_userid": external_userid, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return {**result, "read_back": False}
+    return result
 
 
 async def send_app_message(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
@@ -150,9 +165,15 @@ async def add_msg_template(client: WeComClient, command: OutboxCommand, _session
 
 
 async def fetch_contact(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+    external_userid = str(command.payload["external_userid"])
+    follow_users = await _fetch_and_apply(client, command.corp_id, external_userid, sessions)
+    return {"external_userid": external_userid, "follow_users": follow_users}
+
+
+async def _fetch_and_apply(client: WeComClient, corp_id: str, external_userid: str, sessions: SessionFactory) -> int:
+    """externalcontact/get (every follow_user page) mirrored through the sync service; how many follow users."""
     from scrm.sync.contacts import apply_contact_detail
 
-    external_userid = str(command.payload["external_userid"])
     page = await client.get_external_contact(external_userid)
     data: dict[str, Any] = {"external_contact": page.get("external_contact", {})}
     follow_users: list[dict[str, Any]] = list(page.get("follow_user") or [])
@@ -164,8 +185,8 @@ async def fetch_contact(client: WeComClient, command: OutboxCommand, sessions: S
         follow_users.extend(page.get("follow_user") or [])
     data["follow_user"] = follow_users
     async with write_transaction(sessions, urgent=False) as session:
-        await apply_contact_detail(session, command.corp_id, data)
-    return {"external_userid": external_userid, "follow_users": len(follow_users)}
+        await apply_contact_detail(session, corp_id, data)
+    return len(follow_users)
 
 
 async def fetch_group(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
