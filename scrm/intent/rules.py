@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from scrm.errors import LianyiError
-from scrm.sop.positions import YamlSyntaxError, parse_yaml
-from scrm.sop.problems import error_message
+from scrm.config_file import ConfigFileError, RuleProblem, load_config
 
 __all__ = [
     "INTENT_CODES",
@@ -346,45 +343,10 @@ class IntentRules(_Frozen):
         return {**self.intents, "lost": self.lost}
 
 
-@dataclass(frozen=True, slots=True)
-class RuleProblem:
-    line: int  # 1-based
-    col: int
-    message: str  # Chinese, for operators
-
-
-class IntentRulesError(LianyiError):
+class IntentRulesError(ConfigFileError):
     """``intent.yaml`` cannot be used; ``problems`` say where and why."""
-
-    def __init__(self, path: Path | str, problems: list[RuleProblem]) -> None:
-        self.path = str(path)
-        self.problems = problems
-        super().__init__("\n".join(f"{self.path}:{p.line}:{p.col} {p.message}" for p in problems))
 
 
 def load_rules(path: str | Path) -> IntentRules:
     """Read and validate ``intent.yaml``; raises :class:`IntentRulesError` (every problem, with position)."""
-    target = Path(path)
-    try:
-        text = target.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IntentRulesError(target, [RuleProblem(1, 1, f"无法读取 {target.name}：{exc}")]) from None
-    try:
-        document, duplicates = parse_yaml(text)
-    except YamlSyntaxError as exc:
-        raise IntentRulesError(target, [RuleProblem(exc.mark.line, exc.mark.col, exc.message)]) from None
-    problems = [RuleProblem(mark.line, mark.col, message) for mark, message in duplicates]
-    data = document.data if document.data is not None else {}
-    if not isinstance(data, dict):
-        raise IntentRulesError(target, [RuleProblem(1, 1, "intent.yaml 应是一个映射（字段: 值）")])
-    try:
-        rules = IntentRules.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            mark = document.source.for_error(loc, error["type"], error.get("ctx"))
-            problems.append(RuleProblem(mark.line, mark.col, error_message(error)))
-        rules = IntentRules()
-    if problems:
-        raise IntentRulesError(target, sorted(problems, key=lambda p: (p.line, p.col)))
-    return rules
+    return load_config(path, IntentRules, IntentRulesError)

@@ -14,6 +14,18 @@ from scrm.models.infra import (
     SyncCheckpoint,
 )
 from scrm.models.intent import IntentSignal, LeadScoreChange, Message
+from scrm.models.leads import (
+    CLOSED_STATUSES,
+    WORKING_STATUSES,
+    CustomerTransfer,
+    Lead,
+    LeadEvent,
+    LeadStatus,
+    NotificationStatus,
+    SlaPhase,
+    StaffNotification,
+    TransferStatus,
+)
 from scrm.models.sop import ContactTouch, EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
 from scrm.models.tags import ContactTag, Tag, TagGroup
 from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
@@ -21,6 +33,16 @@ from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
 metadata = SQLModel.metadata
 
 __all__ = [
+    "CLOSED_STATUSES",
+    "WORKING_STATUSES",
+    "CustomerTransfer",
+    "Lead",
+    "LeadEvent",
+    "LeadStatus",
+    "NotificationStatus",
+    "SlaPhase",
+    "StaffNotification",
+    "TransferStatus",
     "AuditLog",
     "CommandStatus",
     "Contact",

@@ -47,6 +47,7 @@ class Contact(SQLModel, table=True):
     detail_synced_at: datetime | None = ts_field()
     # the customer's last inbound message or tracked-link click (contact.silent counts from here)
     last_active_at: datetime | None = ts_field()
+    city: str = Field(default="", max_length=64)  # the city the customer stated (lead routing)
     created_at: datetime = ts_field(default_now=True)
     updated_at: datetime = ts_field(default_now=True)
 

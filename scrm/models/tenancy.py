@@ -42,6 +42,10 @@ class Dealer(SQLModel, table=True):
     phone: str = Field(default="", max_length=32)
     hours: str = Field(default="", max_length=128)
     answers: dict[str, Any] | None = json_field()
+    brands: list[str] | None = json_field()
+    models: list[str] | None = json_field()
+    # machine-readable opening hours (scrm.leads.calendar): "mon-fri 09:00-18:00; sat,sun 10:00-17:00"
+    opening_hours: str = Field(default="", max_length=256)
     created_at: datetime = ts_field(default_now=True)
 
 
@@ -56,6 +60,9 @@ class Staff(SQLModel, table=True):
     dealer_id: int | None = Field(default=None, foreign_key="dealers.id", index=True)
     role: str = Field(default=StaffRole.ADVISOR.value, max_length=16)
     has_contact_permission: bool = Field(default=True)
+    # on-duty schedule in the opening-hours format ("" = the dealer's opening hours) and open-lead capacity
+    duty_hours: str = Field(default="", max_length=256)
+    capacity: int = Field(default=20)
     active: bool = Field(default=True)
     extra: dict[str, Any] | None = json_field()
     created_at: datetime = ts_field(default_now=True)
