@@ -12,6 +12,7 @@ from bot.aibot import AiBotEndpoint
 from bot.edge import CallbackEdge
 from bot.inbox.base import Delivery, InboxItem
 from bot.ingest_api import IngestApi
+from bot.leads_api import LeadsApi
 from bot.links_route import add_link_routes
 from bot.runtime import ALL_ROLES, Role, Runtime
 from bot.settings import Settings
@@ -38,6 +39,7 @@ def create_app(
             AiBotEndpoint(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
         if settings.ingest_token:
             IngestApi(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
+        LeadsApi(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
     if rt.sop_links is not None:
         add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now, sop_dir=settings.sop_dir)
     app.router.add_get("/healthz", healthz)

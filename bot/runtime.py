@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.handlers import register_sync_handlers
 from bot.inbox.base import Inbox
 from bot.inbox.factory import make_inbox
+from bot.lead_transfers import transfer_ticks
+from bot.lead_wiring import lead_services, lead_ticks
 from bot.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.outbox.dispatcher import OutboxDispatcher
 from bot.outbox.wakeup import OutboxWakeup
@@ -37,6 +39,8 @@ from bot.wecom.client import WeComClient, build_wecom_client
 from bot.worker import Worker
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
+from scrm.leads import services as lead_hooks
+from scrm.leads.services import LeadServices
 from scrm.links import LinkSigner
 from scrm.sop import hooks
 from scrm.sop.engine import SopServices
@@ -76,6 +80,7 @@ class Runtime:
     worker: Worker | None = field(init=False, default=None)
     scheduler: LeaderScheduler | None = field(init=False, default=None)
     sop: SopServices = field(init=False)
+    leads: LeadServices = field(init=False)
     instance_id: str = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
@@ -103,6 +108,8 @@ class Runtime:
         register_sync_handlers(self.router)
         self.sop = sop_services(s)
         hooks.install(self.sop)
+        self.leads = lead_services(s)
+        lead_hooks.install(self.leads)
 
         if Role.DISPATCHER in self.roles:
             self.dispatcher = OutboxDispatcher(
@@ -144,6 +151,10 @@ class Runtime:
             for tick in maintenance_ticks(self.session_factory, s.corp_id):
                 self.scheduler.add_tick(tick)
             for tick in sop_ticks(self.session_factory, self.sop, s.corp_id, every=s.sop_tick_seconds):
+                self.scheduler.add_tick(tick)
+            for tick in lead_ticks(self.session_factory, self.leads, s.corp_id, every=s.sop_tick_seconds):
+                self.scheduler.add_tick(tick)
+            for tick in transfer_ticks(self.session_factory, self.client, s.corp_id):
                 self.scheduler.add_tick(tick)
             await self.scheduler.start()
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
@@ -188,6 +199,7 @@ class Runtime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         hooks.uninstall(self.sop)
+        lead_hooks.uninstall(self.leads)
         await self.wakeup.close()
         await self.inbox.close()
         await self.http.close()

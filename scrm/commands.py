@@ -43,6 +43,10 @@ class CommandKind(StrEnum):
     # {"group_name", "tag": [{"name"}]}: get_corp_tag_list, then add_corp_tag for the names the group lacks
     # (into the existing group, or a new group of that name); the created tags are mirrored at once
     ADD_CORP_TAG = "add_corp_tag"
+    # {"transfer_id", "handover_userid", "takeover_userid", "external_userid", "transfer_success_msg" (≤200
+    #  chars or ""), "lead_url"}: externalcontact/transfer_customer (在职继承) for one customer, then
+    # scrm.leads.transfers.apply_call_result; key = CustomerTransfer.command_key
+    TRANSFER_CUSTOMER = "transfer_customer"
 
 
 async def enqueue(

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
 from scrm.errors import DomainError
+from scrm.leads import handoff
 from scrm.models import Contact, Stage
 from scrm.sop import hooks, triggers
 from scrm.sop.spec import LEVELS
@@ -78,4 +79,5 @@ async def change_intent_level(
     services = hooks.active()
     if services is not None:
         await triggers.intent_level_changed(session, services, corp_id, external_userid, old, level, at=at)
+    await handoff.consider(session, corp_id, external_userid, trigger=f"level_{level}", now=at)
     return True

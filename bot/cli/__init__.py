@@ -31,9 +31,16 @@ def _register() -> None:
     from bot.cli.intent import intent
 
     cli.add_command(intent)
+    from bot.cli.leads import leads, staff
+
+    cli.add_command(leads)
+    cli.add_command(staff)
     from bot.cli.migrate import migrate_command
 
     cli.add_command(migrate_command)
+    from bot.cli.roster import roster
+
+    cli.add_command(roster)
     from bot.cli.serve import serve_command
 
     cli.add_command(serve_command)

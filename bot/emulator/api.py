@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import api_contacts, api_groupmsg, api_groups, api_kf, api_outreach, api_tags
+from bot.emulator import api_contacts, api_groupmsg, api_groups, api_kf, api_outreach, api_tags, api_transfer
 from bot.emulator.routes import ROUTES, ApiCall, ApiError, Route, errmsg, route
 from bot.emulator.state import EmulatorState
 from bot.emulator.tokens import ERR_BAD_SECRET
@@ -38,6 +38,7 @@ HANDLER_MODULES = (
     api_kf,
     api_outreach,
     api_tags,
+    api_transfer,
 )  # importing them registers their routes
 
 ERR_NO_TOKEN = 41001

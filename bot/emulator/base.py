@@ -18,12 +18,14 @@ from bot.emulator.records import (
     App,
     ContactWay,
     CorpTag,
+    CustomerTransfer,
     Dealer,
     ExternalContact,
     Follow,
     Group,
     StaffMember,
     TagGroup,
+    TransferRules,
 )
 from bot.emulator.tokens import TokenStore, WelcomeCodes
 from scrm.errors import LianyiError
@@ -79,6 +81,9 @@ class StateData:
         self.group_msgs: dict[str, GroupMsg] = {}  # add_msg_template tasks by msgid
         self.groupmsg_quota = GroupSendQuota()  # set .mode to change WeCom's per-recipient rule
         self.groupmsg_auto_confirm = True  # senders confirm group-send tasks as soon as they are created
+        self.transfers: list[CustomerTransfer] = []  # accepted 在职继承 transfers, oldest first
+        self.transfer_rules = TransferRules()  # set .delay_seconds to make the takeover faster in tests
+        self.transfer_callbacks: list[Fields] = []  # settled transfers' callbacks not yet handed out
         self._serials: dict[str, itertools.count[int]] = {}
 
     # ---- time and ids ------------------------------------------------------------------------------

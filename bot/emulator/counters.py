@@ -49,6 +49,7 @@ class Counters:
     messages_dropped: Counter[str] = field(default_factory=Counter)  # silently dropped over 30/min, 1000/h
     messages_duplicate: Counter[str] = field(default_factory=Counter)  # suppressed by enable_duplicate_check
     mark_tag_calls: int = 0
+    transfers: Counter[str] = field(default_factory=Counter)  # accepted transfer_customer per external_userid
     welcomes: list[WelcomeSent] = field(default_factory=list)
     app_messages: list[AppMessageDelivered] = field(default_factory=list)
     group_sends: list[GroupSendDelivery] = field(default_factory=list)
@@ -73,4 +74,5 @@ class Counters:
             "messages_duplicate": sum(self.messages_duplicate.values()),
             "mark_tag_calls": self.mark_tag_calls,
             "group_sends": len(self.group_sends),
+            "transfers": sum(self.transfers.values()),
         }

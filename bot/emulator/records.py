@@ -117,3 +117,31 @@ class ContactWay:
     users: list[str]
     skip_verify: bool
     qr_code: str
+
+
+TRANSFER_DONE, TRANSFER_WAITING, TRANSFER_REFUSED, TRANSFER_LIMIT = 1, 2, 3, 4  # transfer_result status
+
+
+@dataclass(slots=True)
+class CustomerTransfer:
+    """One accepted 在职继承 (externalcontact/transfer_customer) of one customer."""
+
+    handover_userid: str
+    takeover_userid: str
+    external_userid: str
+    requested_at: float
+    takeover_time: int  # when the takeover happens (or happened); WeCom reports it while waiting too
+    success_msg: str = ""
+    status: int = TRANSFER_WAITING
+
+
+@dataclass(slots=True)
+class TransferRules:
+    """How the emulated world answers transfers: the wait before the takeover (WeCom: 24 h), customers who
+    refuse (by id, or drawn with the state's seeded rng at ``refusal_rate``), and the takeover's customer
+    limit (None: no limit; WeCom's real limit is per member and large)."""
+
+    delay_seconds: float = 86_400.0
+    refusing_customers: set[str] = field(default_factory=set)
+    refusal_rate: float = 0.0
+    customer_limit: int | None = None

@@ -33,6 +33,8 @@ ERRMSG: dict[int, str] = {
     40071: "UserTag Name Already Exist",
     40096: "invalid external userid",
     40126: "corp tag count exceed limit",
+    40128: "customer transfer too often",
+    40129: "customer transfer in progress",
     41001: "access_token missing",
     41050: "invalid welcome_code",
     41051: "externaluser has started chatting",

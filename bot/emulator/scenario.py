@@ -75,6 +75,15 @@ class TagGroupSpec(_Model):
     strategy_id: int | None = None
 
 
+class TransferSpec(_Model):
+    """How customers answer 在职继承 transfers (see bot.emulator.actions_transfers)."""
+
+    delay_seconds: float = Field(default=86_400.0, ge=0)
+    refusing_customers: list[str] = Field(default_factory=list)
+    refusal_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    customer_limit: int | None = Field(default=None, ge=0)
+
+
 class Scenario(_Model):
     corp: CorpSpec
     apps: list[AppSpec] = Field(min_length=1)
@@ -82,6 +91,7 @@ class Scenario(_Model):
     concurrency: int = Field(default=8, ge=1, le=1000)
     dealers: list[DealerSpec] = Field(min_length=1)
     tag_groups: list[TagGroupSpec] = Field(default_factory=list)
+    transfers: TransferSpec = Field(default_factory=TransferSpec)
     script: list[ScriptPhase] = Field(default_factory=list)
 
 
@@ -129,6 +139,11 @@ def build_state(scenario: Scenario, *, clock: Clock | None = None, corp_id: str 
             )
     for group in scenario.tag_groups:
         state.put_tag_group(group.name, group.tags, order=group.order, strategy_id=group.strategy_id)
+    rules = state.transfer_rules
+    rules.delay_seconds = scenario.transfers.delay_seconds
+    rules.refusing_customers = set(scenario.transfers.refusing_customers)
+    rules.refusal_rate = scenario.transfers.refusal_rate
+    rules.customer_limit = scenario.transfers.customer_limit
     return state
 
 

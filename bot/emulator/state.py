@@ -12,6 +12,7 @@ groups                     create_group, join_group, leave_group, rename_group, 
 corp tags (admin console)  create_tag_group, create_tag, update_tag, delete_tag, shuffle_tags
 group sends (client)       confirm_groupmsg (unless ``groupmsg_auto_confirm``)
 微信客服 kf                 kf_customer_message, kf_servicer_message, kf_enter_session (set-up: add_kf_account)
+在职继承 transfers          settle_transfers (takeover or refusal once due), refuse_transfer
 =========================  ===========================================================================
 """
 
@@ -24,13 +25,14 @@ from bot.emulator.actions_groupmsg import GroupMsgActions
 from bot.emulator.actions_groups import GroupActions
 from bot.emulator.actions_kf import KfActions
 from bot.emulator.actions_tags import TagActions
+from bot.emulator.actions_transfers import TransferActions
 from bot.emulator.base import Fields, WorldError, make_id
 from bot.emulator.clock import Clock, ManualClock, SystemClock
 
 __all__ = ["Clock", "EmulatorState", "Fields", "ManualClock", "SystemClock", "WorldError", "make_id"]
 
 
-class EmulatorState(ContactActions, GroupActions, TagActions, GroupMsgActions, KfActions):
+class EmulatorState(ContactActions, GroupActions, TagActions, GroupMsgActions, KfActions, TransferActions):
     """One emulated corp. ``clock`` is injectable; ``seed`` fixes fault draws and tag shuffles."""
 
     def invalidate_all_tokens(self) -> int:

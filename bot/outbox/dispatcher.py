@@ -18,7 +18,10 @@ cannot overwrite the new owner's outcome.
 Calls run under ``client.deadline(...)``: never past the command's deadline and never later than a
 quarter of the lease before the lease ends, so a rate-limit wait turns into a rescheduled command instead
 of a lease that silently runs out. A claimed command that waited for a free slot until too little of its
-lease is left is released unharmed (its claim does not count as an attempt). Outcomes are written through
+lease is left is released unharmed (its claim does not count as an attempt). An app message whose member
+has no free slot in our per-member limiter (:class:`~bot.wecom.errors.MemberSlotUnavailable`, raised before
+anything is sent) is *postponed* to when the slot frees up, also without spending an attempt, so a burst of
+notifications to one advisor is spread over the following minutes instead of dying. Outcomes are written through
 :class:`~bot.outbox.outcomes.OutcomeWriter` (group commit).
 
 Urgency: a command with a ``deadline`` (a welcome message: 20 s) is *urgent*. Claims take urgent commands
@@ -51,7 +54,7 @@ from bot.outbox.executors import executor_for
 from bot.outbox.outcomes import OutcomeWriter
 from bot.settings import Settings
 from bot.wecom.client import WeComClient
-from bot.wecom.errors import CredentialError, FatalError, WeComError
+from bot.wecom.errors import CredentialError, FatalError, MemberSlotUnavailable, WeComError
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import DomainError
@@ -269,6 +272,8 @@ class OutboxDispatcher:
         try:
             with self._client.deadline(call_deadline.timestamp()):
                 result = await executor(self._client, command, self._sessions)
+        except MemberSlotUnavailable as exc:  # nothing was sent: wait for the member's slot, attempt unspent
+            await self._postpone(command, exc.retry_after or BACKOFF_BASE, str(exc))
         except CredentialError as exc:  # our configuration, not the command: keep it for a replay
             await self._retry(command, str(exc), exc.errcode, exc.retry_after)
         except FatalError as exc:
@@ -316,6 +321,29 @@ class OutboxDispatcher:
                     "delay": round((not_before - now).total_seconds(), 3),
                     "error": error,
                 },
+            )
+
+    async def _postpone(self, command: OutboxCommand, seconds: float, reason: str) -> None:
+        """Put a command back until ``seconds`` from now without counting the attempt (its call never left):
+        an app message whose member is at the per-minute or per-hour limit. Past its deadline it expires."""
+        now = self._clock()
+        not_before = now + timedelta(seconds=seconds)
+        if command.deadline is not None and not_before > command.deadline - self._deadline_margin:
+            await self._finish(command, CommandStatus.EXPIRED, error=f"no slot before the deadline: {reason}")
+            return
+        changed = await self._update(
+            command,
+            status=CommandStatus.PENDING.value,
+            not_before=not_before,
+            claimed_by=None,
+            claimed_until=None,
+            attempts=command.attempts - 1,
+            updated_at=now,
+        )
+        if changed:
+            log.info(
+                "outbox command postponed for a free slot",
+                extra={"command_id": command.id, "kind": command.kind, "delay": round(seconds, 3)},
             )
 
     async def _release(self, command: OutboxCommand) -> None:

@@ -19,12 +19,16 @@ already have created: ``get_groupmsg_list_v2`` by ``creator`` = sender over a wi
 (``get_groupmsg_task`` + ``get_groupmsg_send_result``) are all among the command's. Found, it returns that
 ``msgid`` (``"recovered": true``), its ``fail_list`` being the command's recipients the task does not
 reach; only when nothing matches does it create the task.
+
+Customer transfers (``transfer_customer``): see :func:`transfer_customer` — a repeated call answers 40129
+for a customer whose transfer is already under way, which counts as our earlier call having reached WeCom.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.wecom.client import WeComClient
@@ -80,7 +84,43 @@ async def mark_tag(client: WeComClient, command: OutboxCommand, sessions: Sessio
 
 
 async def send_app_message(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
-    return await client.send_app_message(dict(command.payload))
+    """message/send once every recipient has a slot in the shared per-member limiter; without one the client
+    raises MemberSlotUnavailable before sending and the dispatcher postpones the command (see its docstring)."""
+    return await client.send_app_message(dict(command.payload), wait_for_slot=False)
+
+
+async def transfer_customer(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+    """transfer_customer (在职继承) for one customer, then the transfer row follows the answer.
+
+    Not idempotent at WeCom, but safe to repeat: WeCom answers 40129 ("a transfer is in progress") for a
+    customer already being transferred, so after an attempt whose answer was lost the retry learns that
+    the first call got through, and the transfer is treated as waiting."""
+    from scrm.leads.transfers import apply_call_result
+
+    payload = command.payload
+    external_userid = str(payload["external_userid"])
+    transfer_id = int(payload["transfer_id"])
+    try:
+        answer = await client.transfer_customer(
+            str(payload["handover_userid"]),
+            str(payload["takeover_userid"]),
+            [external_userid],
+            str(payload.get("transfer_success_msg") or "") or None,
+        )
+    except FatalError as exc:  # the whole call was refused (e.g. an unknown member): the transfer failed
+        if exc.errcode is not None:
+            async with write_transaction(sessions) as session:
+                await apply_call_result(session, transfer_id, errcode=exc.errcode, now=_client_now(client))
+        raise
+    entry = next((c for c in answer.get("customer") or [] if c.get("external_userid") == external_userid), None)
+    errcode = int(entry.get("errcode", 0)) if entry is not None else 0
+    async with write_transaction(sessions) as session:
+        await apply_call_result(session, transfer_id, errcode=errcode, now=_client_now(client))
+    return {"external_userid": external_userid, "errcode": errcode}
+
+
+def _client_now(client: WeComClient) -> datetime:
+    return datetime.fromtimestamp(client.now(), UTC)
 
 
 def _msg_template_body(payload: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +290,7 @@ EXECUTORS: dict[CommandKind, Executor] = {
     CommandKind.FETCH_GROUP: fetch_group,
     CommandKind.REFRESH_CORP_TAGS: refresh_corp_tags,
     CommandKind.ADD_CORP_TAG: add_corp_tag,
+    CommandKind.TRANSFER_CUSTOMER: transfer_customer,
 }
 
 

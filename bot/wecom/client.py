@@ -27,6 +27,7 @@ from bot.settings import Settings
 from bot.wecom.errors import (
     CredentialError,
     FatalError,
+    MemberSlotUnavailable,
     RateLimitedError,
     TokenError,
     WeComError,
@@ -43,6 +44,7 @@ from bot.wecom.token import (
     TokenCache,
     secret_fingerprint,
 )
+from bot.wecom.transfers import TransferApi
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-class WeComClient(GroupMsgApi):
-    """Group-send methods (add_msg_template and its read-back) come from :class:`GroupMsgApi`."""
+class WeComClient(GroupMsgApi, TransferApi):
+    """Group-send methods (add_msg_template and its read-back) come from :class:`GroupMsgApi`, customer
+    transfer (在职继承) methods from :class:`TransferApi`."""
 
     def __init__(
         self,
@@ -97,6 +100,10 @@ class WeComClient(GroupMsgApi):
     @property
     def corp_id(self) -> str:
         return self._corp_id
+
+    def now(self) -> float:
+        """The client's clock (epoch seconds), for callers that stamp what the answer changed."""
+        return self._clock()
 
     @contextmanager
     def deadline(self, at: float) -> Iterator[None]:
@@ -338,22 +345,39 @@ class WeComClient(GroupMsgApi):
         )
         return await self.call("POST", f"{EXTERNAL}/add_contact_way", json=body)
 
-    async def send_app_message(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send an app message to staff (``touser`` = ``"a|b|c"``).
+    # --- app messages -----------------------------------------------------------------------------------
 
-        WeCom silently drops messages beyond 30 per member per minute or 1000 per hour, so a slot of both
-        windows is taken for every recipient, all at once, before sending: the message waits (or raises
-        :class:`RateLimitedError` past the caller's deadline) instead of vanishing. ``toparty``/``totag``
-        recipients cannot be counted per member; notifications address members by ``touser``.
-        """
-        body = {**payload, "agentid": self._settings.agent_id}
+    def _member_rates(self, payload: dict[str, Any]) -> list[Rate]:
         recipients = sorted({user for user in str(payload.get("touser", "")).split("|") if user})
         rates: list[Rate] = []
         for user in recipients:
             bucket = f"member:{self._corp_id}:{user}"
             rates.append(Rate(f"{bucket}:minute", self._settings.member_messages_per_minute, MINUTE))
             rates.append(Rate(f"{bucket}:hour", self._settings.member_messages_per_hour, HOUR))
-        return await self.call("POST", MESSAGE_SEND, json=body, rates=rates)
+        return rates
+
+    async def send_app_message(self, payload: dict[str, Any], *, wait_for_slot: bool = True) -> dict[str, Any]:
+        """Send an app message to staff (``touser`` = ``"a|b|c"``).
+
+        WeCom silently drops messages beyond 30 per member per minute or 1000 per hour, so a slot of both
+        windows is taken for every recipient, all at once, before sending: the message waits (or raises
+        :class:`RateLimitedError` past the caller's deadline) instead of vanishing. With
+        ``wait_for_slot=False`` it never waits for a member slot: when one is missing it takes nothing and
+        raises :class:`MemberSlotUnavailable` at once, whose ``retry_after`` says when one frees up.
+        ``toparty``/``totag`` recipients cannot be counted per member; notifications address members by
+        ``touser``.
+        """
+        body = {**payload, "agentid": self._settings.agent_id}
+        rates = self._member_rates(payload)
+        if wait_for_slot or not rates:
+            return await self.call("POST", MESSAGE_SEND, json=body, rates=rates)
+        wait = await self._limiter.try_acquire_many(rates)
+        if wait > 0:
+            members = ",".join(sorted({rate.bucket.rsplit(":", 2)[1] for rate in rates}))
+            raise MemberSlotUnavailable(
+                None, f"member message limit: next slot in {wait:.1f}s", members, retry_after=wait
+            )
+        return await self.call("POST", MESSAGE_SEND, json=body)
 
 
 def build_wecom_client(

@@ -40,6 +40,11 @@ class RateLimitedError(WeComError):
     """A frequency or concurrency quota was hit; wait at least ``retry_after`` seconds."""
 
 
+class MemberSlotUnavailable(RateLimitedError):
+    """Our own per-member app-message limit has no slot now (nothing was sent, nothing taken); ``api`` names
+    the members, ``retry_after`` says when a slot frees up."""
+
+
 class TokenError(WeComError):
     """The access token is invalid, expired or missing: refresh it and retry once."""
 

@@ -3,8 +3,9 @@
 Every source (微信客服 sync_msg, AI bot callbacks, self-built app messages, the chat-archive ingest endpoint
 and ``lianyi ingest messages``) builds an :class:`IncomingMessage` and calls :func:`store_message` inside its
 own transaction. The row is inserted with ``ON CONFLICT DO NOTHING`` on (corp, source, msgid), so a replayed
-page, a retried callback or a re-imported file stores nothing twice; only a newly inserted customer message
-reaches :func:`scrm.intent.pipeline.on_message_stored`, in the same transaction.
+page, a retried callback or a re-imported file stores nothing twice; only a newly inserted customer or staff
+message reaches :func:`scrm.intent.pipeline.on_message_stored`, in the same transaction (a staff member's
+message may be the first contact on a lead).
 
 Archive records and behaviours arrive as JSON objects; :func:`parse_message_record` and
 :func:`parse_behaviour_record` validate them with errors in Chinese and English (the operator and the
@@ -89,7 +90,7 @@ async def store_message(
 ) -> bool:
     """Insert the message unless (corp, source, msgid) is stored already; True when it is new.
 
-    A new customer message goes on to the intent pipeline in this same transaction.
+    A new customer or staff message goes on to the intent pipeline in this same transaction.
     """
     values: dict[str, Any] = {
         "chat_type": incoming.chat_type,
@@ -105,7 +106,7 @@ async def store_message(
     }
     keys = {"corp_id": corp_id, "source": incoming.source, "msgid": incoming.msgid}
     message, created = await get_or_create(session, Message, keys, values, insert_first=True)
-    if created and message.sender_type == "customer":
+    if created and message.sender_type in ("customer", "staff"):
         pipeline = _pipeline()
         if pipeline is not None:
             await pipeline.on_message_stored(session, corp_id, message, sop_dir=sop_dir, now=now)

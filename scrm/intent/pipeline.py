@@ -37,6 +37,9 @@ from scrm.intent import scoring
 from scrm.intent.classifier import Classification, Classifier, classifier_for
 from scrm.intent.rules import IntentRules, IntentRulesError
 from scrm.intent.tags import TagMapping, sync_contact_tags
+from scrm.leads import handoff
+from scrm.leads.actions import on_staff_message
+from scrm.leads.rules import HANDOFF_BEHAVIOURS
 from scrm.lifecycle import change_intent_level, change_stage
 from scrm.models import Contact, ContactTouch, IntentSignal, LeadScoreChange, Message, Stage
 from scrm.sop import hooks, triggers
@@ -205,7 +208,10 @@ async def _after_signals(
 async def on_message_stored(
     session: AsyncSession, corp_id: str, message: Message, *, sop_dir: str | Path, now: datetime
 ) -> None:
-    """A newly stored message: classify a customer's text, score, tag, and run the SOP keyword trigger."""
+    """A newly stored message: classify a customer's text, score, tag, and run the SOP keyword trigger. A staff
+    member's message to a customer may be the first contact on their lead (:func:`on_staff_message`)."""
+    if message.sender_type == "staff":
+        await on_staff_message(session, corp_id, message, now=now)
     if message.sender_type != "customer" or message.msgtype != "text" or not message.external_userid:
         return
     if message.classified_at is not None:  # a replay: everything below was done the first time
@@ -332,3 +338,5 @@ async def on_behaviour(
     if not new:
         return
     await _after_signals(session, corp_id, external_userid, rules, new, at=at, now=now or at, ref=ref)
+    if signal.code in HANDOFF_BEHAVIOURS:  # a booking or a form hands the contact to a dealer at once
+        await handoff.consider(session, corp_id, external_userid, trigger=signal.code, now=now or at)

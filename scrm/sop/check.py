@@ -39,6 +39,7 @@ SOP024  message shape (text, file and by_channel together; bad attachment; rende
 SOP025  duplicate YAML key (the later one would silently win)
 SOP026  tags.yaml problem
 SOP027  intent.yaml problem (YAML, schema, regex, unknown intent code; :func:`scrm.intent.rules.load_rules`)
+SOP028  handoff.yaml problem (YAML, schema, levels, ladders, time zone; :func:`scrm.leads.rules.load_handoff_rules`)
 ======  ===========================================================================================
 """
 
@@ -62,6 +63,7 @@ from jinja2.sandbox import (
 )
 
 from scrm.intent.rules import INTENT_FILE, IntentRulesError, load_rules
+from scrm.leads.rules import HANDOFF_FILE, HandoffRulesError, load_handoff_rules
 from scrm.sop.context import SAMPLE_CONTEXT, SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
 from scrm.sop.policy import Policy
 from scrm.sop.positions import SourceMap
@@ -334,6 +336,7 @@ def check_loaded(load: FolderLoad, folder: str | Path, *, now: datetime | None =
     moment = now or datetime.now(UTC)
     found = list(load.problems)
     found.extend(_intent_rule_problems(Path(folder)))
+    found.extend(_handoff_rule_problems(Path(folder)))
     for loaded in load.sources.values():
         found.extend(_TemplateChecker(loaded, Path(folder), load, moment).run())
     unique = {(p.path, p.line, p.col, p.code, p.message): p for p in found}
@@ -349,6 +352,18 @@ def _intent_rule_problems(folder: Path) -> list[Problem]:
         load_rules(path)
     except IntentRulesError as exc:
         return [Problem(str(path), p.line, p.col, "SOP027", p.message) for p in exc.problems]
+    return []
+
+
+def _handoff_rule_problems(folder: Path) -> list[Problem]:
+    """SOP028: every problem of the folder's handoff.yaml, when it has one."""
+    path = folder / HANDOFF_FILE
+    if not path.is_file():
+        return []
+    try:
+        load_handoff_rules(path)
+    except HandoffRulesError as exc:
+        return [Problem(str(path), p.line, p.col, "SOP028", p.message) for p in exc.problems]
     return []
 
 

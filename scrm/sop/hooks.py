@@ -7,20 +7,10 @@ layer) no SOP starts and the built-in welcome answers contact adds.
 
 from __future__ import annotations
 
+from scrm.service_slot import ServiceSlot
 from scrm.sop.engine import SopServices
 
-_installed: list[SopServices] = []
-
-
-def install(services: SopServices) -> None:
-    _installed.append(services)
-
-
-def uninstall(services: SopServices) -> None:
-    if services in _installed:
-        _installed.remove(services)
-
-
-def active() -> SopServices | None:
-    """The most recently installed services, or None."""
-    return _installed[-1] if _installed else None
+_slot: ServiceSlot[SopServices] = ServiceSlot()
+install = _slot.install
+uninstall = _slot.uninstall
+active = _slot.active

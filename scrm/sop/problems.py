@@ -47,6 +47,7 @@ CODES: Mapping[str, str] = {
     "SOP025": "duplicate YAML key",
     "SOP026": "tags.yaml problem",
     "SOP027": "intent.yaml problem",
+    "SOP028": "handoff.yaml problem",
 }
 
 # pydantic error type (built-in, or the codes raised by scrm.sop.spec) → problem code; anything else: SOP004
@@ -200,6 +201,7 @@ _BUILTIN_MESSAGES: Mapping[str, str] = {
     "bool_type": "{name} 应为 true 或 false",
     "bool_parsing": "{name} 应为 true 或 false，这里是 {value}",
     "literal_error": "{name} 的取值无效：{value}，可选 {expected}",
+    "enum": "{name} 的取值无效：{value}，可选 {expected}",
     "greater_than_equal": "{name} 不能小于 {ge}",
     "less_than_equal": "{name} 不能大于 {le}",
     "too_short": "{name} 至少需要 {min_length} 项",

@@ -27,7 +27,8 @@ from scrm.sop.tags import TagVocabulary, load_tags
 POLICY_FILE = "policy.yaml"
 TAGS_FILE = "tags.yaml"
 INTENT_FILE = "intent.yaml"  # intent rules (scrm.intent.rules), checked by scrm.sop.check
-SPECIAL_FILES = frozenset({POLICY_FILE, TAGS_FILE, INTENT_FILE})
+HANDOFF_FILE = "handoff.yaml"  # lead handoff rules (scrm.leads.rules), checked by scrm.sop.check
+SPECIAL_FILES = frozenset({POLICY_FILE, TAGS_FILE, INTENT_FILE, HANDOFF_FILE})
 TEMPLATE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_CHANNEL_FILE = "default.j2"
 
@@ -189,7 +190,7 @@ class FolderLoad:
 
 
 def template_files(sop_dir: Path) -> list[Path]:
-    """The template files of a folder (top level; policy.yaml, tags.yaml and intent.yaml are not templates)."""
+    """The template files of a folder (top level; the SPECIAL_FILES are not templates)."""
     found = [p for p in sop_dir.iterdir() if p.is_file() and p.suffix in TEMPLATE_SUFFIXES]
     return sorted(p for p in found if p.name not in SPECIAL_FILES)
 

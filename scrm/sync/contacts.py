@@ -30,6 +30,7 @@ from scrm import audit
 from scrm.channel import parse_state
 from scrm.commands import CommandKind, enqueue
 from scrm.db_types import utcnow
+from scrm.leads.transfers import apply_transfer_fail
 from scrm.models import Contact, ContactTag, DeletedBy, FollowRelation
 from scrm.sop import hooks, triggers
 from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
@@ -236,6 +237,14 @@ async def on_transfer_failed(
         assign(row, {"transfer_fail_reason": fail_reason})
     detail = {"takeover_userid": userid, "reason": fail_reason, "at": event_time.isoformat()}
     await audit.record_once(session, corp_id, "contact.transfer_failed", "contact", external_userid, detail)
+    await apply_transfer_fail(
+        session,
+        corp_id,
+        takeover_userid=userid,
+        external_userid=external_userid,
+        fail_reason=fail_reason,
+        now=event_time,
+    )
 
 
 # ---- externalcontact/get ----------------------------------------------------------------------------

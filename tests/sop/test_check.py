@@ -174,6 +174,22 @@ BROKEN: list[tuple[str, dict[str, str], list[str]]] = [
     ),
     ("bad_tags_file", {"t.yaml": BASE, "tags.yaml": "意向: [试驾]\n状态: {a: 1}\n"}, ["tags.yaml:2:1 SOP026"]),
     ("bad_intent_file", {"t.yaml": BASE, "intent.yaml": "intents:\n  prise: {}\n"}, ["intent.yaml:2:3 SOP027"]),
+    ("bad_handoff_level", {"t.yaml": BASE, "handoff.yaml": "handoff:\n  levels: [S]\n"}, ["handoff.yaml:2:3 SOP028"]),
+    (
+        "bad_handoff_ladder",
+        {
+            "t.yaml": BASE,
+            "handoff.yaml": "sla:\n  accept_ladder:\n    - {after: 5, action: remind}\n"
+            "    - {after: 1, action: pool}\n",
+        },
+        ["handoff.yaml:2:3 SOP028"],
+    ),
+    (
+        "bad_handoff_action",
+        {"t.yaml": BASE, "handoff.yaml": "sla:\n  contact_ladder: [{after: 1, action: fire}]\n"},
+        ["handoff.yaml:2:39 SOP028"],
+    ),
+    ("bad_handoff_timezone", {"t.yaml": BASE, "handoff.yaml": "timezone: Mars/Olympus\n"}, ["handoff.yaml:1:1 SOP028"]),
 ]
 
 

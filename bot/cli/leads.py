@@ -1,0 +1,247 @@
+"""``lianyi leads report [--dealer CODE] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]``,
+``lianyi leads show LEAD_ID`` and ``lianyi staff token USERID [--days 30]``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import click
+from sqlmodel import col, select
+
+from bot.leads_api import local_day_range, staff_token_secret
+from bot.settings import Settings, load_settings
+from scrm.db import make_engine, make_session_factory
+from scrm.db_types import utcnow
+from scrm.leads.actions import LeadActionError
+from scrm.leads.metrics import DurationStats, GroupRate, LeadMetrics, lead_metrics
+from scrm.leads.rules import LOST_REASONS, HandoffRulesError, rules_in
+from scrm.leads.staff_tokens import issue
+from scrm.leads.transitions import status_name
+from scrm.models import Dealer, Lead, LeadEvent, Staff
+
+EVENT_NAMES: dict[str, str] = {
+    "assigned": "分配给顾问",
+    "accepted": "接单",
+    "contacted": "标记已联系",
+    "contacted_by_message": "顾问已发消息联系",
+    "test_drive_booked": "预约试驾",
+    "test_drive_done": "已到店试驾",
+    "test_drive_no_show": "试驾未到店",
+    "ordered": "已下订",
+    "delivered": "已交车",
+    "lost_requested": "申请战败",
+    "lost_approved": "批准战败",
+    "lost_rejected": "驳回战败",
+    "reassigned": "重新分配",
+    "pooled": "进入公海",
+    "waiting": "等待门店营业",
+    "sla_remind": "超时提醒顾问",
+    "sla_manager": "超时通知经理",
+    "sla_reassign": "超时改派",
+    "sla_pool": "超时退回公海",
+}
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def _timezone(settings: Settings) -> str:
+    try:
+        return rules_in(settings.sop_dir).timezone
+    except HandoffRulesError:
+        return "Asia/Shanghai"
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table aligned for CJK text (wide characters count two columns)."""
+    cells = [[str(v) for v in headers], *[[str(v) for v in row] for row in rows]]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _minutes(stats: DurationStats) -> str:
+    if stats.count == 0:
+        return "无数据"
+    return f"中位数 {stats.median} 分钟，P90 {stats.p90} 分钟（{stats.count} 条）"
+
+
+def _rates(title: str, label: str, groups: list[GroupRate]) -> str:
+    rows = [
+        (g.key or "-", g.name, g.leads, g.converted, f"{g.conversion:.1%}", g.lost, f"{g.lost_rate:.1%}")
+        for g in groups
+    ]
+    return f"{title}\n" + table([label, "名称", "线索", "成交", "成交率", "战败", "战败率"], rows)
+
+
+def render_report(metrics: LeadMetrics, tz: str) -> str:
+    zone = ZoneInfo(tz)
+    first = metrics.since.astimezone(zone).date()
+    last = (metrics.until.astimezone(zone) - timedelta(seconds=1)).date()
+    parts = [f"线索报表 {first} 至 {last}：共 {metrics.leads} 条线索"]
+    if metrics.leads == 0:
+        return parts[0]
+    status_rows = [(status_name(s), n) for s, n in metrics.by_status.items()]
+    parts.append("按状态\n" + table(["状态", "数量"], status_rows))
+    parts.append(f"接单用时：{_minutes(metrics.time_to_accept)}\n首次联系用时：{_minutes(metrics.time_to_contact)}")
+    parts.append(_rates("按门店", "门店代码", metrics.by_dealer))
+    parts.append(_rates("按顾问", "顾问", metrics.by_advisor))
+    parts.append(_rates("按渠道", "渠道", metrics.by_channel))
+    if metrics.lost_by_reason:
+        lost_rows = [(LOST_REASONS.get(r, r or "未填写"), n) for r, n in metrics.lost_by_reason.items()]
+        parts.append("战败原因\n" + table(["原因", "数量"], lost_rows))
+    breach_rows = [(EVENT_NAMES.get(k, k), n) for k, n in metrics.sla_breaches_by_kind.items()]
+    breaches = f"超时（SLA 升级）线索：{metrics.sla_breaches} 条"
+    parts.append(breaches + ("\n" + table(["升级动作", "线索数"], breach_rows) if breach_rows else ""))
+    return "\n\n".join(parts)
+
+
+async def _report(settings: Settings, dealer_code: str, since: datetime, until: datetime) -> LeadMetrics:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            dealer_id = None
+            if dealer_code:
+                statement = select(Dealer.id).where(Dealer.corp_id == settings.corp_id, Dealer.code == dealer_code)
+                dealer_id = (await session.exec(statement)).first()
+                if dealer_id is None:
+                    raise LeadActionError("bad_dealer", f"门店代码 {dealer_code} 不存在", 400)
+            return await lead_metrics(session, settings.corp_id, since=since, until=until, dealer_id=dealer_id)
+    finally:
+        await engine.dispose()
+
+
+def _detail_text(detail: dict[str, object] | None) -> str:
+    if not detail:
+        return ""
+    return "，".join(f"{k}={v}" for k, v in detail.items() if v not in ("", None, [], {}))
+
+
+async def _history(settings: Settings, lead_id: int) -> tuple[Lead, Dealer | None, list[LeadEvent]]:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            lead = (
+                await session.exec(select(Lead).where(Lead.id == lead_id, Lead.corp_id == settings.corp_id))
+            ).first()
+            if lead is None:
+                raise LeadActionError("not_found", f"线索 {lead_id} 不存在", 404)
+            dealer = await session.get(Dealer, lead.dealer_id) if lead.dealer_id is not None else None
+            statement = (
+                select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(col(LeadEvent.at), col(LeadEvent.id))
+            )
+            return lead, dealer, list((await session.exec(statement)).all())
+    finally:
+        await engine.dispose()
+
+
+def render_history(lead: Lead, dealer: Dealer | None, history: list[LeadEvent], tz: str) -> str:
+    zone = ZoneInfo(tz)
+    where = f"{dealer.name or dealer.code}（{dealer.code}）" if dealer is not None else "无门店"
+    head = (
+        f"线索 {lead.id}：客户 {lead.external_userid}，{lead.level or '-'} 级 {lead.score} 分，"
+        f"状态「{status_name(lead.status)}」，门店 {where}，顾问 {lead.advisor_userid or '-'}"
+    )
+    if lead.lost_reason:
+        head += f"\n战败原因：{LOST_REASONS.get(lead.lost_reason, lead.lost_reason)}" + (
+            f"（{lead.lost_note}）" if lead.lost_note else ""
+        )
+    rows = [
+        (
+            e.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            EVENT_NAMES.get(e.kind, e.kind),
+            f"{status_name(e.from_status)} → {status_name(e.to_status)}" if e.to_status else "",
+            e.actor,
+            _detail_text(e.detail),
+        )
+        for e in history
+    ]
+    return head + "\n\n" + table(["时间", "事件", "状态", "操作人", "详情"], rows)
+
+
+@click.group("leads")
+def leads() -> None:
+    """Leads handed to dealers (线索): reports and history."""
+
+
+@leads.command("report")
+@click.option("--dealer", "dealer_code", default="", help="One dealer's code (只看某门店).")
+@click.option("--since", default=None, help="First day, YYYY-MM-DD (default: 30 days ago).")
+@click.option("--until", default=None, help="Last day, YYYY-MM-DD, inclusive (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def report_command(dealer_code: str, since: str | None, until: str | None, as_json: bool) -> None:
+    """Lead metrics by status, dealer, advisor and channel (线索报表)."""
+    settings = load_settings()
+    tz = _timezone(settings)
+    try:
+        start, end = local_day_range(since, until, tz, utcnow())
+        metrics = asyncio.run(_report(settings, dealer_code, start, end))
+    except LeadActionError as exc:
+        _fail(exc.message_zh)
+        return
+    if as_json:
+        click.echo(json.dumps(metrics.as_json(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(render_report(metrics, tz))
+
+
+@leads.command("show")
+@click.argument("lead_id", type=int)
+def show_command(lead_id: int) -> None:
+    """One lead and its full history (线索详情与历史)."""
+    settings = load_settings()
+    try:
+        lead, dealer, history = asyncio.run(_history(settings, lead_id))
+    except LeadActionError as exc:
+        _fail(exc.message_zh)
+        return
+    click.echo(render_history(lead, dealer, history, _timezone(settings)))
+
+
+async def _active_staff(settings: Settings, userid: str) -> bool:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            statement = select(Staff).where(Staff.corp_id == settings.corp_id, Staff.userid == userid)
+            staff = (await session.exec(statement)).first()
+            return staff is not None and staff.active
+    finally:
+        await engine.dispose()
+
+
+@click.group("staff")
+def staff() -> None:
+    """Staff members (成员)."""
+
+
+@staff.command("token")
+@click.argument("userid")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 365), help="Days the token is valid.")
+def token_command(userid: str, days: int) -> None:
+    """Print an API token for staff member USERID (成员访问令牌，用于线索接口)."""
+    settings = load_settings()
+    if not asyncio.run(_active_staff(settings, userid)):
+        _fail(f"成员 {userid} 不存在或已停用，请先导入花名册（lianyi roster import）")
+        return
+    expires = utcnow() + timedelta(days=days)
+    try:
+        token = issue(staff_token_secret(settings), settings.corp_id, userid, expires)
+    except ValueError:
+        _fail(f"成员账号 {userid} 无效")
+        return
+    click.echo(token)
+    local = expires.astimezone(ZoneInfo(_timezone(settings))).strftime("%Y-%m-%d %H:%M")
+    click.echo(f"有效期至 {local}", err=True)

@@ -1,0 +1,246 @@
+"""The staff lead API (the sidebar will call it; today scripts and the emulator's people do), a thin aiohttp
+layer over :mod:`scrm.leads.actions`:
+
+- ``GET /api/leads[?status=]`` (advisor: own open leads; manager: the dealer's; operator: all, the pool
+  included), ``GET /api/leads/{id}`` (with contact, reasons, what they asked, history),
+  ``GET /api/leads/metrics[?since=&until=&dealer=]`` (managers: their dealer; operators: any).
+- ``POST /api/leads/{id}/accept``, ``/contacted``, ``/test-drive {"action": "book"|"done"|"no_show"}``,
+  ``/ordered``, ``/delivered``, ``/lost {"reason", "note"}``; managers: ``/lost/approve``,
+  ``/lost/reject {"note"}``, ``/reassign {"advisor_userid"?}`` (operators may reassign too).
+
+Authentication: ``Authorization: Bearer <staff token>`` (:mod:`scrm.leads.staff_tokens`) of an active staff
+member; 401 otherwise. Bodies are JSON objects of at most 64 KiB. Errors are ``{"error": code, "message": 中文}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlmodel import select
+
+from bot.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
+from bot.settings import Settings
+from bot.sop_wiring import link_secret
+from scrm.db import SessionFactory, write_transaction
+from scrm.leads import services as lead_services
+from scrm.leads.actions import ActionInput, LeadActionError, perform
+from scrm.leads.metrics import lead_metrics
+from scrm.leads.services import LeadServices
+from scrm.leads.staff_tokens import derive_secret, verify
+from scrm.leads.transitions import TEST_DRIVE_ACTIONS, Action
+from scrm.models import Dealer, Staff, StaffRole
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/leads"
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_REPORT_DAYS = 30
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def staff_token_secret(settings: Settings) -> bytes:
+    """The key staff tokens are signed with (derived from the link secret, with its own label)."""
+    return derive_secret(link_secret(settings))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="lianyi-leads"'} if status == 401 else None
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers, dumps=_dumps)
+
+
+def _str_field(body: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise LeadActionError("bad_request", f"缺少字段 {name}", 400)
+        return ""
+    if not isinstance(value, str):
+        raise LeadActionError("bad_request", f"字段 {name} 应为文字", 400)
+    return value
+
+
+def local_day_range(since: str | None, until: str | None, tz: str, now: datetime) -> tuple[datetime, datetime]:
+    """``[since 00:00, the day after until 00:00)`` in ``tz``; both dates inclusive, the last 30 days by default."""
+    zone = ZoneInfo(tz)
+    today = now.astimezone(zone).date()
+    try:
+        last = datetime.strptime(until, "%Y-%m-%d").date() if until else today
+        first = datetime.strptime(since, "%Y-%m-%d").date() if since else last - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+    except ValueError:
+        raise LeadActionError("bad_date", "日期格式应为 YYYY-MM-DD，例如 2026-03-01", 400) from None
+    if first > last:
+        raise LeadActionError("bad_date", f"开始日期 {first} 晚于结束日期 {last}", 400)
+    start = datetime.combine(first, datetime.min.time(), zone)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
+    return start, end
+
+
+class LeadsApi:
+    """The lead routes for one corp."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: Callable[[], SessionFactory],
+        *,
+        now: Callable[[], datetime],
+        services: Callable[[], LeadServices | None] = lead_services.active,
+    ) -> None:
+        self._corp_id = settings.corp_id
+        self._factory = session_factory
+        self._now = now
+        self._services = services
+        self._secret = staff_token_secret(settings)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(PREFIX, self._guard(self._list))
+        app.router.add_get(f"{PREFIX}/metrics", self._guard(self._metrics))
+        app.router.add_get(PREFIX + "/{lead_id}", self._guard(self._detail))
+        for path, action in (
+            ("accept", Action.ACCEPT),
+            ("contacted", Action.CONTACTED),
+            ("ordered", Action.ORDERED),
+            ("delivered", Action.DELIVERED),
+            ("lost", Action.REQUEST_LOST),
+            ("lost/approve", Action.APPROVE_LOST),
+            ("lost/reject", Action.REJECT_LOST),
+            ("reassign", Action.REASSIGN),
+            ("test-drive", Action.BOOK_TEST_DRIVE),  # the body's "action" picks book, done or no_show
+        ):
+            app.router.add_post(PREFIX + "/{lead_id}/" + path, self._guard(self._action_handler(action)))
+
+    def _guard(self, handler: Callable[[web.Request, Staff], Awaitable[web.Response]]) -> Handler:
+        """Authenticate, then run ``handler``; a refusal becomes its JSON error."""
+
+        async def guarded(request: web.Request) -> web.Response:
+            try:
+                staff = await self._authenticate(request.headers.get("Authorization", ""))
+                return await handler(request, staff)
+            except LeadActionError as exc:
+                return _error(exc.http_status, exc.code, exc.message_zh)
+
+        return guarded
+
+    async def _authenticate(self, header: str) -> Staff:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise LeadActionError("unauthorized", "缺少访问令牌（Authorization: Bearer …）", 401)
+        userid = verify(self._secret, self._corp_id, token.strip(), self._now())
+        if userid is None:
+            raise LeadActionError("unauthorized", "访问令牌无效或已过期，请重新获取", 401)
+        async with self._factory()() as session:
+            statement = select(Staff).where(Staff.corp_id == self._corp_id, Staff.userid == userid)
+            staff = (await session.exec(statement)).first()
+        if staff is None or not staff.active:
+            raise LeadActionError("unauthorized", f"成员 {userid} 不存在或已停用", 401)
+        return staff
+
+    def _lead_services(self) -> LeadServices:
+        services = self._services()
+        if services is None:
+            raise LeadActionError("unavailable", "线索模块未启用", 503)
+        return services
+
+    async def _list(self, request: web.Request, staff: Staff) -> web.Response:
+        status = parse_status(request.query.get("status"))
+        async with self._factory()() as session:
+            leads = await list_leads(session, staff, status)
+        return web.json_response({"leads": leads}, dumps=_dumps)
+
+    async def _detail(self, request: web.Request, staff: Staff) -> web.Response:
+        lead_id = _lead_id(request)
+        async with self._factory()() as session:
+            body = await lead_detail(session, staff, lead_id)
+        return web.json_response(body, dumps=_dumps)
+
+    async def _metrics(self, request: web.Request, staff: Staff) -> web.Response:
+        services = self._lead_services()
+        since, until = local_day_range(
+            request.query.get("since"), request.query.get("until"), services.rules().timezone, self._now()
+        )
+        code = request.query.get("dealer", "")
+        async with self._factory()() as session:
+            if staff.role == StaffRole.OPERATOR.value:
+                dealer_id = None
+                if code:
+                    statement = select(Dealer.id).where(Dealer.corp_id == self._corp_id, Dealer.code == code)
+                    dealer_id = (await session.exec(statement)).first()
+                    if dealer_id is None:
+                        raise LeadActionError("bad_dealer", f"门店代码 {code} 不存在", 400)
+            elif staff.role == StaffRole.MANAGER.value and staff.dealer_id is not None:
+                dealer_id = staff.dealer_id
+            else:
+                raise LeadActionError("forbidden", "只有门店经理和运营可以查看线索报表", 403)
+            metrics = await lead_metrics(session, self._corp_id, since=since, until=until, dealer_id=dealer_id)
+        return web.json_response(metrics.as_json(), dumps=_dumps)
+
+    def _action_handler(self, action: Action) -> Callable[[web.Request, Staff], Awaitable[web.Response]]:
+        async def handle(request: web.Request, staff: Staff) -> web.Response:
+            lead_id = _lead_id(request)
+            body = await _json_body(request)
+            chosen, given = action, ActionInput()
+            if action == Action.BOOK_TEST_DRIVE:
+                kind = _str_field(body, "action", required=True)
+                if kind not in TEST_DRIVE_ACTIONS:
+                    raise LeadActionError(
+                        "bad_request", "action 应为 book（预约）、done（已到店）或 no_show（未到店）", 400
+                    )
+                chosen = TEST_DRIVE_ACTIONS[kind]
+            elif action == Action.REQUEST_LOST:
+                given = ActionInput(reason=_str_field(body, "reason", required=True), note=_str_field(body, "note"))
+            elif action == Action.REJECT_LOST:
+                given = ActionInput(note=_str_field(body, "note"))
+            elif action == Action.REASSIGN:
+                given = ActionInput(advisor_userid=_str_field(body, "advisor_userid") or None)
+            services = self._lead_services()
+            async with write_transaction(self._factory()) as session:
+                outcome = await perform(
+                    session, services, self._corp_id, lead_id, chosen, actor=staff.userid, now=self._now(), given=given
+                )
+                lead = await lead_with_dealer(session, outcome.lead)
+            if outcome.changed:
+                log.info("lead action", extra={"lead": lead_id, "action": chosen.value, "actor": staff.userid})
+            return web.json_response({"lead": lead, "changed": outcome.changed}, dumps=_dumps)
+
+        return handle
+
+
+def _lead_id(request: web.Request) -> int:
+    text = request.match_info["lead_id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise LeadActionError("not_found", f"线索 {text} 不存在", 404)
+    return int(text)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object ({} for an empty body), at most ``MAX_BODY_BYTES``."""
+    too_large = LeadActionError("body_too_large", f"请求体超过 {MAX_BODY_BYTES} 字节", 413)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks).strip()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise LeadActionError("bad_json", "请求体不是有效的 JSON", 400) from None
+    if not isinstance(body, dict):
+        raise LeadActionError("bad_json", "请求体应为 JSON 对象", 400)
+    return body
