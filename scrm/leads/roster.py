@@ -35,6 +35,7 @@ from scrm.leads.roster_fields import (
 )
 from scrm.leads.roster_yaml import read_yaml_roster
 from scrm.models import Dealer, Staff
+from scrm.models.tenancy import ROSTER_UNMATCHED
 from scrm.sync._rows import assign, ensure_corp
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "parse_rosters",
 ]
 
-ROSTER_UNMATCHED = "roster_unmatched"  # Staff.extra flag: created by the roster, not (yet) seen in WeCom
 _CHUNK = 500  # keys per IN (...) lookup
 
 

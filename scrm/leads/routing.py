@@ -33,6 +33,7 @@ from scrm.models import (
     Staff,
     StaffRole,
 )
+from scrm.models.tenancy import ROSTER_UNMATCHED
 
 CITY_SCAN_MESSAGES = 50  # how many of the customer's latest messages are searched for a dealer city
 NEVER = datetime.min.replace(year=1970)
@@ -228,7 +229,11 @@ async def available_advisor(
 ) -> Staff | None:
     """The advisor the next lead of ``dealer`` goes to, or None (nobody on duty with capacity)."""
     assert dealer.id is not None
-    candidates = [s for s in await dealer_advisors(session, corp_id, dealer.id) if s.userid not in set(exclude)]
+    candidates = [
+        s
+        for s in await dealer_advisors(session, corp_id, dealer.id)
+        if s.userid not in set(exclude) and not (s.extra or {}).get(ROSTER_UNMATCHED)  # WeCom does not know them
+    ]
     if require_on_duty:
         candidates = [s for s in candidates if effective_hours(dealer.opening_hours, s.duty_hours, tz).is_open(now)]
     if not candidates:

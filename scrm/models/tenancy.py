@@ -11,6 +11,9 @@ from sqlmodel import Field, SQLModel
 
 from scrm.models._base import json_field, ts_field
 
+# Staff.extra flag: the row was created by the roster import for a userid WeCom sync has not reported (yet)
+ROSTER_UNMATCHED = "roster_unmatched"
+
 
 class StaffRole(StrEnum):
     ADVISOR = "advisor"

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.models import Dealer, Staff
+from scrm.models.tenancy import ROSTER_UNMATCHED
 from scrm.sync._rows import assign, ensure_corp, get_or_create
 
 # user/get ``status``: 1 active, 2 disabled, 4 not yet activated, 5 left the company
@@ -30,6 +31,8 @@ async def upsert_staff(session: AsyncSession, corp_id: str, userid: str, **value
     row, created = await get_or_create(session, Staff, {"corp_id": corp_id, "userid": userid}, values)
     if not created:
         assign(row, values)
+        if (row.extra or {}).get(ROSTER_UNMATCHED):  # WeCom knows the member now: the roster row is matched
+            row.extra = {k: v for k, v in (row.extra or {}).items() if k != ROSTER_UNMATCHED}
     return row
 
 

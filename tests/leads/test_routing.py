@@ -173,3 +173,26 @@ async def test_without_installed_services_nothing_is_handed_off(session_factory:
     await two_dealers(session_factory)
     await add_contact(session_factory, "c1", dealer_code="SZ01")
     assert await hand_off(session_factory, "c1", NOON) is None
+
+
+async def test_roster_members_wecom_never_reported_get_no_leads_until_sync_sees_them(
+    session_factory: SessionFactory, installed: LeadServices
+) -> None:
+    from scrm.db import write_transaction
+    from scrm.models import Staff
+    from scrm.models.tenancy import ROSTER_UNMATCHED
+    from scrm.sync.staff import upsert_staff
+
+    sz = await add_dealer(session_factory, "SZ01", city="苏州")
+    async with write_transaction(session_factory) as session:
+        session.add(Staff(corp_id="wwroutecorp", userid="ghost", dealer_id=sz, extra={ROSTER_UNMATCHED: True}))
+    await add_staff(session_factory, "real", sz)
+    await add_contact(session_factory, "c1", dealer_code="SZ01")
+    await add_contact(session_factory, "c2", dealer_code="SZ01")
+    first = await hand_off(session_factory, "c1", NOON)
+    assert first is not None and first.advisor_userid == "real"
+    async with write_transaction(session_factory) as session:
+        ghost = await upsert_staff(session, "wwroutecorp", "ghost", has_contact_permission=True)
+        assert ROSTER_UNMATCHED not in (ghost.extra or {})
+    second = await hand_off(session_factory, "c2", NOON)
+    assert second is not None and second.advisor_userid == "ghost"  # fewer open leads than "real" now
