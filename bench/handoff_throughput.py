@@ -9,7 +9,7 @@ What runs (see bench/README.md, "Lead handoff"):
   the brand account through a contact way naming a dealer, has a score change with reasons and two messages.
 * **Handoff**: :func:`scrm.leads.handoff.consider` (trigger ``level_H``), one contact per transaction, from
   ``--workers`` concurrent workers (each its own connection), as the worker runs it after a level change: lead
-  row, routing (dealer by state, advisor by open leads and round robin under the dealer lock), accept SLA, a
+  row, routing (dealer by state, advisor by open leads and round robin), accept SLA, a
   transfer request with its outbox command (the customer is not the advisor's contact yet), history, and the
   advisor's notification.
 * **Baseline** in the same run: the same number of transactions, each inserting one audit row (the floor any

@@ -26,7 +26,6 @@ from scrm.leads.routing import (
     dealer_managers,
     follows,
     handover_account,
-    lock_dealer,
     sticky_advisor,
 )
 from scrm.leads.services import LeadServices
@@ -152,7 +151,6 @@ async def place(
     routing = rules.routing_for(dealer.code)
     assert dealer.id is not None
     lead.dealer_id = dealer.id
-    await lock_dealer(session, dealer.id)
     hours = dealer_hours(dealer, rules.timezone)
     open_now = hours.is_open(now)
     if not open_now and routing.outside_hours == "wait":

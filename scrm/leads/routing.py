@@ -6,8 +6,10 @@ messages among the dealers' cities); else none — the brand's pool (公海).
 
 Advisor at that dealer: the one the customer already follows (sticky), if active; else the on-duty advisors
 (their duty hours, else the dealer's opening hours) below their capacity, fewest open leads first, ties broken
-round-robin by who was assigned least recently, then by userid. Choosing locks the dealer row on PostgreSQL,
-so two workers cannot both give the last free slot away.
+round-robin by who was assigned least recently, then by userid. Choosing takes no lock: a lock per dealer would
+deadlock two batches that hand off customers of the same two dealers in opposite orders. Two handoffs to one
+dealer at the same instant may both see the same free slot, so capacity can be exceeded by the number of
+simultaneous handoffs; the lead itself is unique per contact (partial unique index).
 """
 
 from __future__ import annotations
@@ -159,11 +161,6 @@ async def choose_dealer(session: AsyncSession, corp_id: str, contact: Contact) -
     if dealer is not None:
         return DealerChoice(dealer, "city")
     return DealerChoice(None, "pool")
-
-
-async def lock_dealer(session: AsyncSession, dealer_id: int) -> None:
-    """Serialise advisor choice per dealer (PostgreSQL; SQLite has a single writer anyway)."""
-    await session.exec(select(Dealer.id).where(Dealer.id == dealer_id).with_for_update())
 
 
 async def sticky_advisor(session: AsyncSession, corp_id: str, dealer: Dealer, external_userid: str) -> Staff | None:

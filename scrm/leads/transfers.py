@@ -20,6 +20,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, or_
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -78,6 +79,22 @@ async def transfers_used(session: AsyncSession, corp_id: str, external_userid: s
     return int(result.one())
 
 
+async def _pending(session: AsyncSession, corp_id: str, external_userid: str, now: datetime) -> bool:
+    """Whether a transfer of this customer (to anyone) waits for the customer, or was requested and may still be
+    accepted (see :func:`_in_flight` for why an old unanswered request no longer counts)."""
+    waiting = col(CustomerTransfer.status) == TransferStatus.WAITING.value
+    requested = and_(
+        col(CustomerTransfer.status) == TransferStatus.REQUESTED.value,
+        col(CustomerTransfer.requested_at) > now - IN_FLIGHT_WINDOW,
+    )
+    statement = select(CustomerTransfer.id).where(
+        CustomerTransfer.corp_id == corp_id,
+        CustomerTransfer.external_userid == external_userid,
+        or_(waiting, requested),
+    )
+    return (await session.exec(statement.limit(1))).first() is not None
+
+
 async def _in_flight(session: AsyncSession, corp_id: str, external_userid: str, now: datetime) -> int:
     """Requested transfers whose call has not been answered yet (they may still be accepted). A command is
     retried for well under a day; an older unanswered request is one whose command died, and is not counted."""
@@ -119,6 +136,10 @@ async def request_transfer(
     existing = (await session.exec(select(CustomerTransfer).where(CustomerTransfer.command_key == key))).first()
     if existing is not None:
         return existing
+    if await _pending(session, corp_id, external_userid, now):
+        # WeCom takes one transfer of a customer at a time (40129); the advisor invites them instead
+        log.info("transfer already in progress", extra={"external_userid": external_userid})
+        return None
     used = await transfers_used(session, corp_id, external_userid, now=now)
     if used + await _in_flight(session, corp_id, external_userid, now) >= TRANSFERS_PER_90_DAYS:
         log.info("transfer budget used", extra={"external_userid": external_userid, "used": used})

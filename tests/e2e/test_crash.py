@@ -9,7 +9,6 @@ commands) and each welcome code was used at most once.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from bot.emulator.scenario import load_scenario
 from bot.localstack import LocalStack
 from bot.runtime import Role
 from tests.e2e.db_view import comparable, database_snapshot, diff
+from tests.e2e.serve_env import serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +30,7 @@ CUSTOMERS = 150
 
 
 def _env(stack: LocalStack, instance: str) -> dict[str, str]:
-    s = stack.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANYI_")}
-    env.update(
-        {
-            "LIANYI_CORP_ID": s.corp_id,
-            "LIANYI_CALLBACK_TOKEN": s.callback_token,
-            "LIANYI_CALLBACK_AES_KEY": s.callback_aes_key,
-            "LIANYI_APP_SECRET": s.app_secret,
-            "LIANYI_AGENT_ID": str(s.agent_id),
-            "LIANYI_WECOM_API_BASE": s.wecom_api_base,
-            "LIANYI_DATABASE_URL": s.database_url,
-            "LIANYI_REDIS_URL": s.redis_url,
-            "LIANYI_REDIS_PREFIX": s.redis_prefix,
-            "LIANYI_INSTANCE_ID": instance,
-            "LIANYI_LOG_JSON": "false",
-            "LIANYI_LOG_LEVEL": "WARNING",
-            "LIANYI_GROUP_REFETCH_DELAY": "0.2",
-            "LIANYI_OUTBOX_LEASE_SECONDS": "10",
-        }
-    )
-    return env
+    return serve_env(stack, instance, GROUP_REFETCH_DELAY="0.2", OUTBOX_LEASE_SECONDS="10")
 
 
 async def _start_worker(stack: LocalStack, instance: str, log: Path) -> asyncio.subprocess.Process:

@@ -9,7 +9,6 @@ SOP ticks run in the subprocesses, so the kill lands inside a tick.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections import Counter
@@ -28,6 +27,7 @@ from scrm.db_types import utcnow
 from scrm.models import FollowRelation, OutboxCommand, SopEnrolment, SopStepRun
 from scrm.sop.engine import enrol
 from scrm.sop.source import load_folder
+from tests.e2e.serve_env import serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -59,28 +59,7 @@ caps: {per_day: 0, per_week: 0}
 
 
 def _env(stack: LocalStack, sop_dir: Path, instance: str) -> dict[str, str]:
-    s = stack.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANYI_")}
-    env.update(
-        {
-            "LIANYI_CORP_ID": s.corp_id,
-            "LIANYI_CALLBACK_TOKEN": s.callback_token,
-            "LIANYI_CALLBACK_AES_KEY": s.callback_aes_key,
-            "LIANYI_APP_SECRET": s.app_secret,
-            "LIANYI_AGENT_ID": str(s.agent_id),
-            "LIANYI_WECOM_API_BASE": s.wecom_api_base,
-            "LIANYI_DATABASE_URL": s.database_url,
-            "LIANYI_REDIS_URL": s.redis_url,
-            "LIANYI_REDIS_PREFIX": s.redis_prefix,
-            "LIANYI_SOP_DIR": str(sop_dir),
-            "LIANYI_SOP_TICK_SECONDS": "0.2",
-            "LIANYI_LEADER_TTL_SECONDS": "3",
-            "LIANYI_INSTANCE_ID": instance,
-            "LIANYI_LOG_JSON": "false",
-            "LIANYI_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
+    return serve_env(stack, instance, SOP_DIR=str(sop_dir), SOP_TICK_SECONDS="0.2", LEADER_TTL_SECONDS="3")
 
 
 async def _scheduler(stack: LocalStack, sop_dir: Path, instance: str, log: Path) -> asyncio.subprocess.Process:

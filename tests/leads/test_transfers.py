@@ -126,6 +126,8 @@ async def test_the_third_transfer_in_90_days_is_refused_locally(session_factory:
         assert transfer is not None and transfer.id is not None
         async with transaction(session_factory) as session:
             await apply_call_result(session, transfer.id, errcode=0, now=NOW + timedelta(days=day))
+            taken = NOW + timedelta(days=day, hours=24)
+            await apply_transfer_status(session, transfer.id, status=1, takeover_time=int(taken.timestamp()), now=taken)
     async with session_factory() as session:
         assert await transfers_used(session, TEST_CORP_ID, CUSTOMER, now=NOW + timedelta(days=60)) == 2
         assert await transfers_used(session, TEST_CORP_ID, CUSTOMER, now=NOW + timedelta(days=91)) == 1
@@ -135,9 +137,20 @@ async def test_the_third_transfer_in_90_days_is_refused_locally(session_factory:
     assert TRANSFERS_PER_90_DAYS == 2
 
 
+async def test_one_transfer_of_a_customer_at_a_time(session_factory: SessionFactory) -> None:
+    first = await request(session_factory, None, takeover="a1")
+    assert first is not None and first.id is not None
+    assert await request(session_factory, None, takeover="a2") is None  # unanswered: it may still be accepted
+    async with transaction(session_factory) as session:
+        await apply_call_result(session, first.id, errcode=0, now=NOW)
+    assert await request(session_factory, None, takeover="a2", now=NOW + timedelta(days=2)) is None  # waiting
+    async with transaction(session_factory) as session:
+        await apply_transfer_status(session, first.id, status=3, takeover_time=None, now=NOW + timedelta(days=2))
+    assert await request(session_factory, None, takeover="a2", now=NOW + timedelta(days=2)) is not None
+
+
 async def test_unanswered_requests_count_against_the_budget(session_factory: SessionFactory) -> None:
     assert await request(session_factory, None, takeover="a1") is not None
-    assert await request(session_factory, None, takeover="a2") is not None
     assert await request(session_factory, None, takeover="a3") is None
     # a request whose command never got an answer for a day (it died) no longer holds the budget
     assert await request(session_factory, None, takeover="a3", now=NOW + timedelta(days=1, seconds=1)) is not None
