@@ -25,8 +25,8 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import select
 
-from bot.crypto import BadTimestamp, CallbackCrypto, CallbackRejected, DecryptFailed, check_timestamp
-from bot.edge import GET_PARAMS, POST_PARAMS, CallbackRefused
+from bot.crypto import CallbackCrypto
+from bot.edge import GET_PARAMS, POST_PARAMS, CallbackRefused, authenticate, decrypt, read_callback_body
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, store_message
@@ -92,17 +92,12 @@ class AiBotEndpoint:
             return await store_message(session, corp_id, incoming, sop_dir=self._settings.sop_dir, now=self._now())
 
     def _authenticate(self, sig: str, timestamp: str, nonce: str, data: str) -> None:
-        try:
-            self._crypto.verify(sig, timestamp, nonce, data)
-            check_timestamp(timestamp, now=self._clock(), max_age=self._settings.callback_max_age)
-        except CallbackRejected as exc:
-            raise _refusal(exc) from None
+        authenticate(
+            self._crypto, sig, timestamp, nonce, data, now=self._clock(), max_age=self._settings.callback_max_age
+        )
 
     def _decrypt(self, encrypt_b64: str) -> str:
-        try:
-            return self._crypto.decrypt(encrypt_b64)
-        except CallbackRejected as exc:
-            raise _refusal(exc) from None
+        return decrypt(self._crypto, encrypt_b64)
 
     # ---- aiohttp adapter ----------------------------------------------------------------------------
 
@@ -118,7 +113,7 @@ class AiBotEndpoint:
 
     async def _handle_post(self, request: web.Request) -> web.Response:
         try:
-            body = await _read_body(request, self._settings.max_body_bytes)
+            body = await read_callback_body(request, self._settings.max_body_bytes)
             new = await self.accept(request.query, body)
         except CallbackRefused as exc:
             return _refuse(exc)
@@ -187,27 +182,6 @@ def _json_object(document: str | bytes, reason: str, what: str) -> dict[str, Any
     return value
 
 
-_STATUS_BY_REJECTION: dict[type[CallbackRejected], int] = {BadTimestamp: 400, DecryptFailed: 400}
-
-
-def _refusal(exc: CallbackRejected) -> CallbackRefused:
-    return CallbackRefused(_STATUS_BY_REJECTION.get(type(exc), 403), exc.reason, str(exc))
-
-
 def _refuse(exc: CallbackRefused) -> web.Response:
     log.warning("aibot callback refused: %s", exc.detail, extra={"reason": exc.reason, "status": exc.status})
     return web.Response(status=exc.status)
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise CallbackRefused(413, "body_too_large", f"Content-Length {declared} exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise CallbackRefused(413, "body_too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

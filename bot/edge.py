@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError as SqlOperationalError
 
 from bot.crypto import BadTimestamp, CallbackCrypto, CallbackRejected, DecryptFailed, check_timestamp
 from bot.events import UnknownEvent, WeComEvent, parse_event
+from bot.http_body import BodyTooLarge, read_body
 from bot.inbox.base import Inbox, InboxItem, InboxUnavailable
 from bot.metrics import CALLBACK_ACK_SECONDS, CALLBACK_EVENTS, CALLBACKS
 from bot.settings import Settings
@@ -117,17 +118,12 @@ class CallbackEdge:
         return Accepted(event=event, new=new)
 
     def _authenticate(self, sig: str, timestamp: str, nonce: str, data: str) -> None:
-        try:
-            self._crypto.verify(sig, timestamp, nonce, data)
-            check_timestamp(timestamp, now=self._clock(), max_age=self._settings.callback_max_age)
-        except CallbackRejected as exc:
-            raise _refusal(exc) from None
+        authenticate(
+            self._crypto, sig, timestamp, nonce, data, now=self._clock(), max_age=self._settings.callback_max_age
+        )
 
     def _decrypt(self, encrypt_b64: str) -> str:
-        try:
-            return self._crypto.decrypt(encrypt_b64)
-        except CallbackRejected as exc:
-            raise _refusal(exc) from None
+        return decrypt(self._crypto, encrypt_b64)
 
     async def _store(self, event: WeComEvent) -> bool:
         item = InboxItem(
@@ -179,19 +175,7 @@ class CallbackEdge:
         return web.Response(status=200, body=b""), "stored" if accepted.new else "duplicate"
 
     async def _read_body(self, request: web.Request) -> bytes:
-        limit = self._settings.max_body_bytes
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise CallbackRefused(413, "body_too_large", f"Content-Length {declared} exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        content = request.content
-        while chunk := await content.readany():  # the whole body at once when it came in one packet
-            size += len(chunk)
-            if size > limit:
-                raise CallbackRefused(413, "body_too_large", f"body exceeds {limit} bytes")
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await read_callback_body(request, self._settings.max_body_bytes)
 
 
 @functools.cache
@@ -223,6 +207,32 @@ def _parse(document: str | bytes, reason: str, what: str) -> dict[str, Any]:
         return parse_xml_fields(document)
     except MalformedXml as exc:
         raise CallbackRefused(400, reason, f"{what}: {exc}") from None
+
+
+async def read_callback_body(request: web.Request, limit: int) -> bytes:
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise CallbackRefused(413, "body_too_large", exc.detail) from None
+
+
+def authenticate(
+    crypto: CallbackCrypto, sig: str, timestamp: str, nonce: str, data: str, *, now: float, max_age: int
+) -> None:
+    """Signature (constant-time) and timestamp window of a callback; :class:`CallbackRefused` if either fails."""
+    try:
+        crypto.verify(sig, timestamp, nonce, data)
+        check_timestamp(timestamp, now=now, max_age=max_age)
+    except CallbackRejected as exc:
+        raise _refusal(exc) from None
+
+
+def decrypt(crypto: CallbackCrypto, encrypt_b64: str) -> str:
+    """The plaintext of a callback's encrypted part (receiver id checked); :class:`CallbackRefused` if not."""
+    try:
+        return crypto.decrypt(encrypt_b64)
+    except CallbackRejected as exc:
+        raise _refusal(exc) from None
 
 
 def _refusal(exc: CallbackRejected) -> CallbackRefused:

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.http_body import BodyTooLarge, read_body
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import (
@@ -142,17 +143,8 @@ class IngestApi:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = IngestRefused(
-        413, "body_too_large", f"请求体超过 {limit} 字节，请分批发送", f"body exceeds {limit} bytes; send it in batches"
-    )
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        message = f"body exceeds {limit} bytes; send it in batches"
+        raise IngestRefused(413, "body_too_large", f"请求体超过 {limit} 字节，请分批发送", message) from None

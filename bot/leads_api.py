@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlmodel import select
 
+from bot.http_body import BodyTooLarge, read_body
 from bot.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
 from bot.settings import Settings
 from bot.sop_wiring import link_secret
@@ -224,17 +225,10 @@ def _lead_id(request: web.Request) -> int:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object ({} for an empty body), at most ``MAX_BODY_BYTES``."""
-    too_large = LeadActionError("body_too_large", f"请求体超过 {MAX_BODY_BYTES} 字节", 413)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    raw = b"".join(chunks).strip()
+    try:
+        raw = (await read_body(request, MAX_BODY_BYTES)).strip()
+    except BodyTooLarge:
+        raise LeadActionError("body_too_large", f"请求体超过 {MAX_BODY_BYTES} 字节", 413) from None
     if not raw:
         return {}
     try:
