@@ -4,6 +4,11 @@
 confirms at once; with it off, a test decides when with :meth:`GroupMsgActions.confirm_groupmsg`.
 Confirming delivers to each recipient that is still reachable and within its group-send quota, and
 records every delivery in ``counters.group_sends``. No callback is sent (WeCom sends none either).
+
+For assertions over many sends, :meth:`GroupMsgActions.group_send_coverage` maps each recipient to the
+messages that reach it (or will, once confirmed), and :meth:`GroupMsgActions.group_msgs_by_creator` lists the
+messages per ``sender`` given to add_msg_template. Simulated senders who confirm on their own are in
+:mod:`bot.emulator.group_owners`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,32 @@ class GroupMsgActions(StateData):
                     )
                 )
         return recipients
+
+    def group_send_coverage(self, chat_type: str) -> dict[str, list[str]]:
+        """Recipient (chat_id for ``group``, external_userid for ``single``) → msgids reaching it, oldest first.
+
+        Every message of ``chat_type`` counts except the parts cancelled with cancel_groupmsg_send: a recipient
+        is covered when its sender's task is sent or still waiting for confirmation, whatever the delivery
+        status (not a friend and quota hit still count). "Each group covered exactly once" is
+        ``all(len(msgids) == 1 for msgids in coverage.values())`` plus the expected keys.
+        """
+        coverage: dict[str, list[str]] = {}
+        for msg in self.group_msgs.values():
+            if msg.chat_type != chat_type:
+                continue
+            for recipient in msg.recipients:
+                task = msg.tasks.get(recipient.userid)
+                if task is not None and not task.cancelled:
+                    coverage.setdefault(recipient.recipient, []).append(msg.msgid)
+        return coverage
+
+    def group_msgs_by_creator(self) -> dict[str, list[str]]:
+        """Creator (the ``sender`` given to add_msg_template, "" when WeCom picked the senders) → every msgid
+        they created, cancelled or not, oldest first."""
+        created: dict[str, list[str]] = {}
+        for msg in self.group_msgs.values():
+            created.setdefault(msg.creator, []).append(msg.msgid)
+        return created
 
     def _reachable(self, msg: GroupMsg, recipient: GroupMsgRecipient) -> bool:
         if msg.chat_type == "group":

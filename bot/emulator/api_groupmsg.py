@@ -126,7 +126,8 @@ def add_msg_template(call: ApiCall) -> dict[str, Any]:
     if not targets:
         raise ApiError(40058, "no valid recipient: every one is in fail_list")
     msgid = "msg" + state.new_id("groupmsg")[2:]
-    msg = GroupMsg(msgid, chat_type, sender, state.now_int(), text, attachments)
+    now = state.now()
+    msg = GroupMsg(msgid, chat_type, sender, int(now), text, attachments, created_at=now)
     for userid, recipient in targets:
         msg.tasks.setdefault(userid, SenderTask(userid))
         msg.recipients.append(GroupMsgRecipient(userid, recipient))

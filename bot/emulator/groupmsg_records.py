@@ -100,6 +100,11 @@ class GroupMsg:
     tasks: dict[str, SenderTask] = field(default_factory=dict)
     recipients: list[GroupMsgRecipient] = field(default_factory=list)
     reminders: list[float] = field(default_factory=list)  # remind_groupmsg_send call times
+    created_at: float = 0.0  # the emulator clock at add_msg_template (sub-second); 0 = create_time
+
+    def __post_init__(self) -> None:
+        if not self.created_at:
+            self.created_at = float(self.create_time)
 
     def recipients_of(self, userid: str) -> list[GroupMsgRecipient]:
         return [r for r in self.recipients if r.userid == userid]
