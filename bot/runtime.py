@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.campaign_wiring import campaign_ticks
 from bot.handlers import register_sync_handlers
 from bot.inbox.base import Inbox
 from bot.inbox.factory import make_inbox
@@ -155,6 +156,8 @@ class Runtime:
             for tick in lead_ticks(self.session_factory, self.leads, s.corp_id, every=s.sop_tick_seconds):
                 self.scheduler.add_tick(tick)
             for tick in transfer_ticks(self.session_factory, self.client, s.corp_id):
+                self.scheduler.add_tick(tick)
+            for tick in campaign_ticks(self.session_factory, self.client, s, every=s.sop_tick_seconds):
                 self.scheduler.add_tick(tick)
             await self.scheduler.start()
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     api_rate_per_minute: int = Field(
         default=6000, ge=1, le=10000, description="Calls per minute per API path (WeCom allows 10,000)"
     )
+    campaign_calls_per_minute: int = Field(
+        default=3000,
+        ge=1,
+        le=10000,
+        description="add_msg_template calls per minute a campaign run is paced at (the API limiter still guards)",
+    )
     member_messages_per_minute: int = Field(
         default=25, ge=1, le=30, description="App messages per staff member per minute (WeCom drops >30)"
     )

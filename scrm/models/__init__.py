@@ -2,6 +2,16 @@
 
 from sqlmodel import SQLModel
 
+from scrm.models.campaigns import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignRun,
+    CampaignStatus,
+    CampaignTarget,
+    RunStatus,
+    TargetStatus,
+)
 from scrm.models.contacts import Contact, DeletedBy, FollowRelation, Stage
 from scrm.models.groups import CustomerGroup, GroupMember
 from scrm.models.infra import (
@@ -36,6 +46,12 @@ __all__ = [
     "CLOSED_STATUSES",
     "WORKING_STATUSES",
     "AuditLog",
+    "BatchStatus",
+    "Campaign",
+    "CampaignBatch",
+    "CampaignRun",
+    "CampaignStatus",
+    "CampaignTarget",
     "CommandStatus",
     "Contact",
     "ContactTag",
@@ -59,6 +75,7 @@ __all__ = [
     "Message",
     "NotificationStatus",
     "OutboxCommand",
+    "RunStatus",
     "SlaPhase",
     "SopEnrolment",
     "SopStepRun",
@@ -70,6 +87,7 @@ __all__ = [
     "SyncCheckpoint",
     "Tag",
     "TagGroup",
+    "TargetStatus",
     "TransferStatus",
     "metadata",
 ]

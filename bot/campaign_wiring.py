@@ -1,0 +1,144 @@
+"""Campaigns inside a Lianyi process: the leader's ticks that plan due runs and follow their WeCom tasks.
+
+- ``campaign_due`` (every ``LIANYI_SOP_TICK_SECONDS``): plans every run whose time has come
+  (:func:`scrm.campaigns.service.run_due`), paced at ``LIANYI_CAMPAIGN_CALLS_PER_MINUTE``.
+- ``campaign_tracking`` (every 5 s): moves batches whose outbox command finished
+  (:func:`scrm.campaigns.tracking.sync_batches`), then, per due batch: cancels the task of a cancelled run
+  (``cancel_groupmsg_send``), reads who confirmed (``get_groupmsg_task``) and the per-recipient results
+  (``get_groupmsg_send_result``, every page), reminds owners who have not confirmed
+  (``remind_groupmsg_send``, outside quiet hours, as the campaign's ``remind`` allows), and closes runs.
+
+A WeCom error on one batch leaves it for its next poll; the other batches go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.scheduler import TickSpec
+from bot.settings import Settings
+from bot.sop_wiring import link_signer
+from bot.wecom.client import WeComClient
+from bot.wecom.errors import WeComError
+from scrm.campaigns import tracking
+from scrm.campaigns.service import run_due
+from scrm.campaigns.tracking import TrackItem
+from scrm.db import SessionFactory
+from scrm.sop.policy import Policy, PolicyError, load_policy
+
+log = logging.getLogger(__name__)
+
+TRACK_EVERY_SECONDS = 5.0
+TASK_SENT = 2  # get_groupmsg_task status: the sender sent it
+MAX_PAGES = 50
+NOTHING_TO_CANCEL = 40058  # WeCom/emulator: every task was already sent or cancelled
+
+
+def campaign_policy(settings: Settings) -> Policy:
+    """policy.yaml of the SOP folder (a broken file falls back to the defaults and is logged)."""
+    try:
+        return load_policy(Path(settings.sop_dir) / "policy.yaml")
+    except PolicyError as exc:
+        log.error("policy.yaml unusable for campaigns; using the defaults", extra={"error": str(exc)})
+        return Policy()
+
+
+async def _task_status(client: WeComClient, item: TrackItem) -> tuple[int, int]:
+    """(status, send_time) of the batch sender's part of the task."""
+    cursor = ""
+    for _ in range(MAX_PAGES):
+        page = await client.get_groupmsg_task(item.msgid, cursor=cursor, limit=1000)
+        for task in page.get("task_list") or []:
+            if str(task.get("userid")) == item.sender:
+                return int(task.get("status", 0)), int(task.get("send_time") or 0)
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            break
+    return 0, 0
+
+
+async def _results(client: WeComClient, item: TrackItem) -> dict[str, int]:
+    found: dict[str, int] = {}
+    cursor = ""
+    for _ in range(MAX_PAGES):
+        page = await client.get_groupmsg_send_result(item.msgid, item.sender, cursor=cursor, limit=1000)
+        for row in page.get("send_list") or []:
+            recipient = str(row.get("chat_id") or row.get("external_userid") or "")
+            if recipient:
+                found[recipient] = int(row.get("status", 0))
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            break
+    return found
+
+
+async def track_batch(
+    client: WeComClient, sessions: SessionFactory, item: TrackItem, now: datetime, policy: Policy
+) -> None:
+    status, send_time = await _task_status(client, item)
+    if status != TASK_SENT and item.cancelled:
+        try:
+            await client.cancel_groupmsg_send(item.msgid)
+        except WeComError as exc:
+            if exc.errcode != NOTHING_TO_CANCEL:
+                raise
+            status, send_time = await _task_status(client, item)  # sent meanwhile?
+        if status != TASK_SENT:
+            await tracking.apply_cancelled(sessions, item, now)
+            return
+    if status == TASK_SENT:
+        confirmed = datetime.fromtimestamp(send_time, UTC) if send_time else now
+        if item.confirmed_at is None:
+            await tracking.apply_confirmation(sessions, item, confirmed, now)
+        await tracking.apply_results(sessions, item, await _results(client, item), now, final=False)
+        return
+    if tracking.given_up(item, now):
+        await tracking.apply_results(sessions, item, await _results(client, item), now, final=True)
+        return
+    due = tracking.reminder_due_at(item)
+    remind_now = due is not None and due <= now and not policy.in_quiet_hours(now)
+    if remind_now and await tracking.reserve_reminder(sessions, item, now):
+        await client.remind_groupmsg_send(item.msgid)
+        log.info("group-send owner reminded", extra={"msgid": item.msgid, "sender": item.sender})
+        item = replace(item, reminders=(*item.reminders, now))
+    await tracking.reschedule(sessions, item, tracking.next_poll(item, now))
+
+
+async def track_once(client: WeComClient, sessions: SessionFactory, now: datetime, policy: Policy) -> int:
+    """One tracking pass; returns how many batches were looked at."""
+    await tracking.sync_batches(sessions, now)
+    items = await tracking.claim_for_tracking(sessions, now)
+    for item in items:
+        try:
+            await track_batch(client, sessions, item, now, policy)
+        except WeComError as exc:
+            log.warning(
+                "campaign batch not tracked this time",
+                extra={"msgid": item.msgid, "sender": item.sender, "error": str(exc)},
+            )
+    await tracking.finish_runs(sessions, now)
+    return len(items)
+
+
+def campaign_ticks(
+    session_factory: SessionFactory, client: WeComClient, settings: Settings, *, every: float = 5.0
+) -> list[TickSpec]:
+    links = link_signer(settings)
+
+    async def due(now: datetime) -> None:
+        await run_due(
+            session_factory,
+            settings.corp_id,
+            now,
+            campaign_policy(settings),
+            calls_per_minute=settings.campaign_calls_per_minute,
+            links=links,
+        )
+
+    async def track(now: datetime) -> None:
+        await track_once(client, session_factory, now, campaign_policy(settings))
+
+    return [TickSpec("campaign_due", every, due), TickSpec("campaign_tracking", TRACK_EVERY_SECONDS, track)]

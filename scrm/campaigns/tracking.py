@@ -1,0 +1,323 @@
+"""What happened to each batch after planning, kept in the database (the WeCom calls are in ``bot``).
+
+- :func:`sync_batches` moves a queued batch on once its outbox command is final: ``done`` → created (msgid,
+  targets in WeCom's fail_list marked failed), ``failed``/``dead``/``expired`` → failed.
+- :func:`claim_for_tracking` hands out created batches whose ``next_track_at`` has come, pushing that time
+  on by a lease first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two leaders never poll one batch at once
+  and a crash mid-poll only delays it.
+- The tracker then applies what WeCom says: :func:`apply_confirmation`, :func:`apply_results`,
+  :func:`reserve_reminder` (a reminder is written down *before* it is sent: a crash can lose one, never add
+  one beyond WeCom's three per 24 h), :func:`apply_cancelled`.
+- :func:`finish_runs` closes runs whose batches are all final.
+
+Polling: first a minute after the task exists, every 5 minutes for two hours, then every 30 minutes; after
+confirmation the per-recipient results are read, and read again every 5 minutes while some are still unsent,
+for up to an hour. A task nobody confirmed for three days is given up (its targets stay ``unsent``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, update
+from sqlmodel import col, select
+
+from scrm.campaigns.service import mark_targets
+from scrm.campaigns.spec import REMINDS_PER_DAY, CampaignSpec
+from scrm.db import SessionFactory, transaction
+from scrm.models import (
+    BatchStatus,
+    Campaign,
+    CampaignBatch,
+    CampaignRun,
+    CampaignTarget,
+    CommandStatus,
+    OutboxCommand,
+    RunStatus,
+    TargetStatus,
+)
+
+FIRST_POLL = timedelta(minutes=1)
+POLL_EARLY = timedelta(minutes=5)
+EARLY_PHASE = timedelta(hours=2)
+POLL_LATE = timedelta(minutes=30)
+RESULTS_REPOLL = timedelta(minutes=5)
+RESULTS_PATIENCE = timedelta(hours=1)
+GIVE_UP_AFTER = timedelta(days=3)
+TRACK_LEASE = timedelta(minutes=2)
+FAILED_COMMANDS = (CommandStatus.FAILED.value, CommandStatus.DEAD.value, CommandStatus.EXPIRED.value)
+
+# get_groupmsg_send_result status → target status
+RESULT_STATUS = {
+    0: TargetStatus.UNSENT,
+    1: TargetStatus.SENT,
+    2: TargetStatus.NOT_FRIEND,
+    3: TargetStatus.QUOTA_HIT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackItem:
+    batch_id: int
+    run_id: int
+    batch_no: int
+    msgid: str
+    sender: str
+    chat_type: str
+    created_at: datetime
+    confirmed_at: datetime | None
+    reminders: tuple[datetime, ...]
+    cancelled: bool  # the run was cancelled: cancel the task unless it was sent
+    remind_after: timedelta
+    remind_max: int
+
+
+async def sync_batches(session_factory: SessionFactory, now: datetime, *, limit: int = 500) -> int:
+    """Move queued batches whose command finished; returns how many moved."""
+    moved = 0
+    async with transaction(session_factory) as session:
+        rows = (
+            await session.exec(
+                select(CampaignBatch, OutboxCommand)
+                .join(OutboxCommand, col(OutboxCommand.idempotency_key) == col(CampaignBatch.key))
+                .where(
+                    CampaignBatch.status == BatchStatus.QUEUED.value,
+                    col(OutboxCommand.status).in_((CommandStatus.DONE.value, *FAILED_COMMANDS)),
+                )
+                .limit(limit)
+            )
+        ).all()
+        for batch, command in rows:
+            if command.status == CommandStatus.DONE.value:
+                result = command.result or {}
+                failed = [str(r) for r in result.get("fail_list") or []]
+                batch.status = BatchStatus.CREATED.value
+                batch.msgid = str(result.get("msgid") or "")
+                batch.fail_count = len(failed)
+                batch.recovered = bool(result.get("recovered"))
+                batch.next_track_at = now + FIRST_POLL
+                if failed:
+                    await session.exec(
+                        update(CampaignTarget)
+                        .where(col(CampaignTarget.run_id) == batch.run_id, col(CampaignTarget.target_id).in_(failed))
+                        .values(status=TargetStatus.FAILED.value, reason="wecom_fail_list", updated_at=now)
+                    )
+            else:
+                batch.status = BatchStatus.FAILED.value
+                batch.error = (command.last_error or command.status)[:512]
+                await mark_targets(session, batch.run_id, batch.batch_no, TargetStatus.FAILED, "command_failed")
+            batch.updated_at = now
+            session.add(batch)
+            moved += 1
+    return moved
+
+
+async def claim_for_tracking(session_factory: SessionFactory, now: datetime, *, limit: int = 200) -> list[TrackItem]:
+    async with transaction(session_factory) as session:
+        ids = (
+            select(CampaignBatch.id)
+            .where(
+                CampaignBatch.status == BatchStatus.CREATED.value,
+                col(CampaignBatch.results_final).is_(False),
+                col(CampaignBatch.next_track_at) <= now,
+            )
+            .order_by(col(CampaignBatch.next_track_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        batches = (await session.exec(select(CampaignBatch).where(col(CampaignBatch.id).in_(ids)))).all()
+        if not batches:
+            return []
+        await session.exec(
+            update(CampaignBatch)
+            .where(col(CampaignBatch.id).in_([b.id for b in batches]))
+            .values(next_track_at=now + TRACK_LEASE)
+        )
+        run_ids = {b.run_id for b in batches}
+        runs = (
+            await session.exec(
+                select(CampaignRun.id, CampaignRun.status, Campaign.spec)
+                .join(Campaign, col(Campaign.id) == col(CampaignRun.campaign_id))
+                .where(col(CampaignRun.id).in_(run_ids))
+            )
+        ).all()
+    info = {run_id: (status, CampaignSpec.model_validate(spec).remind) for run_id, status, spec in runs}
+    items: list[TrackItem] = []
+    for b in batches:
+        assert b.id is not None
+        status, remind = info[b.run_id]
+        items.append(
+            TrackItem(
+                batch_id=b.id,
+                run_id=b.run_id,
+                batch_no=b.batch_no,
+                msgid=b.msgid,
+                sender=b.sender,
+                chat_type=b.chat_type,
+                created_at=b.created_at,
+                confirmed_at=b.confirmed_at,
+                reminders=tuple(datetime.fromisoformat(r) for r in b.reminders or []),
+                cancelled=status == RunStatus.CANCELLED.value,
+                remind_after=remind.after,
+                remind_max=remind.max,
+            )
+        )
+    return items
+
+
+def next_poll(item: TrackItem, now: datetime) -> datetime:
+    """When an unconfirmed task is looked at again (also when its next reminder is due)."""
+    age = now - item.created_at
+    poll = now + (POLL_EARLY if age < EARLY_PHASE else POLL_LATE)
+    reminder = reminder_due_at(item)
+    return min(poll, reminder) if reminder is not None and reminder > now else poll
+
+
+def reminder_due_at(item: TrackItem) -> datetime | None:
+    """When the next reminder may go out: ``remind_after`` after creation, then after each reminder; never a
+    fourth within 24 hours; None when the campaign's reminders are used up."""
+    if len(item.reminders) >= item.remind_max:
+        return None
+    last = max(item.reminders, default=item.created_at)
+    due = last + item.remind_after
+    window = sorted(item.reminders)[-REMINDS_PER_DAY:]
+    if len(window) >= REMINDS_PER_DAY:
+        due = max(due, window[0] + timedelta(hours=24))
+    return due
+
+
+def given_up(item: TrackItem, now: datetime) -> bool:
+    return item.confirmed_at is None and now - item.created_at >= GIVE_UP_AFTER
+
+
+async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now: datetime) -> bool:
+    """Write the reminder down before sending it; False if the row moved on meanwhile (e.g. confirmed)."""
+    async with transaction(session_factory) as session:
+        batch = (
+            await session.exec(select(CampaignBatch).where(CampaignBatch.id == item.batch_id).with_for_update())
+        ).one()
+        if batch.confirmed_at is not None or batch.status != BatchStatus.CREATED.value:
+            return False
+        known = list(batch.reminders or [])
+        if len(known) != len(item.reminders):
+            return False
+        batch.reminders = [*known, now.isoformat()]
+        batch.updated_at = now
+        session.add(batch)
+    return True
+
+
+async def reschedule(session_factory: SessionFactory, item: TrackItem, at: datetime) -> None:
+    async with transaction(session_factory) as session:
+        await session.exec(update(CampaignBatch).where(col(CampaignBatch.id) == item.batch_id).values(next_track_at=at))
+
+
+async def apply_confirmation(
+    session_factory: SessionFactory, item: TrackItem, confirmed_at: datetime, now: datetime
+) -> None:
+    async with transaction(session_factory) as session:
+        await session.exec(
+            update(CampaignBatch)
+            .where(col(CampaignBatch.id) == item.batch_id, col(CampaignBatch.confirmed_at).is_(None))
+            .values(confirmed_at=confirmed_at, updated_at=now)
+        )
+
+
+async def apply_results(
+    session_factory: SessionFactory, item: TrackItem, results: dict[str, int], now: datetime, *, final: bool
+) -> int:
+    """Store WeCom's per-recipient status; returns how many recipients are still unsent. ``final`` closes the
+    batch (a given-up task: no more polling)."""
+    still_unsent = 0
+    confirmed = item.confirmed_at or now
+    async with transaction(session_factory) as session:
+        by_status: dict[TargetStatus, list[str]] = {}
+        for recipient, code in results.items():
+            status = RESULT_STATUS.get(code, TargetStatus.UNSENT)
+            still_unsent += status is TargetStatus.UNSENT
+            by_status.setdefault(status, []).append(recipient)
+        for status, recipients in by_status.items():
+            for offset in range(0, len(recipients), 900):
+                await session.exec(
+                    update(CampaignTarget)
+                    .where(
+                        col(CampaignTarget.run_id) == item.run_id,
+                        col(CampaignTarget.batch_no) == item.batch_no,
+                        col(CampaignTarget.target_id).in_(recipients[offset : offset + 900]),
+                    )
+                    .values(status=status.value, reason="", updated_at=now)
+                )
+        done = final or still_unsent == 0 or now - confirmed >= RESULTS_PATIENCE
+        await session.exec(
+            update(CampaignBatch)
+            .where(col(CampaignBatch.id) == item.batch_id)
+            .values(results_final=done, next_track_at=None if done else now + RESULTS_REPOLL, updated_at=now)
+        )
+    return still_unsent
+
+
+async def apply_cancelled(session_factory: SessionFactory, item: TrackItem, now: datetime) -> None:
+    async with transaction(session_factory) as session:
+        await session.exec(
+            update(CampaignBatch)
+            .where(col(CampaignBatch.id) == item.batch_id)
+            .values(status=BatchStatus.CANCELLED.value, results_final=True, next_track_at=None, updated_at=now)
+        )
+        await session.exec(
+            update(CampaignTarget)
+            .where(
+                col(CampaignTarget.run_id) == item.run_id,
+                col(CampaignTarget.batch_no) == item.batch_no,
+                col(CampaignTarget.status).in_((TargetStatus.PLANNED.value, TargetStatus.UNSENT.value)),
+            )
+            .values(status=TargetStatus.CANCELLED.value, reason="cancelled", updated_at=now)
+        )
+
+
+async def finish_runs(session_factory: SessionFactory, now: datetime) -> int:
+    """Runs in flight whose batches are all final become tracking (all tasks exist) or done."""
+    changed = 0
+    async with transaction(session_factory) as session:
+        open_batches = (
+            select(CampaignBatch.run_id, func.count().label("n"))
+            .where(
+                (col(CampaignBatch.status) == BatchStatus.QUEUED.value)
+                | and_(
+                    col(CampaignBatch.status) == BatchStatus.CREATED.value, col(CampaignBatch.results_final).is_(False)
+                )
+            )
+            .group_by(col(CampaignBatch.run_id))
+            .subquery()
+        )
+        queued = (
+            select(CampaignBatch.run_id)
+            .where(CampaignBatch.status == BatchStatus.QUEUED.value)
+            .group_by(col(CampaignBatch.run_id))
+            .subquery()
+        )
+        runs = (
+            await session.exec(
+                select(CampaignRun, open_batches.c.n, queued.c.run_id)
+                .outerjoin(open_batches, open_batches.c.run_id == col(CampaignRun.id))
+                .outerjoin(queued, queued.c.run_id == col(CampaignRun.id))
+                .where(
+                    col(CampaignRun.status).in_(
+                        (RunStatus.SENDING.value, RunStatus.TRACKING.value, RunStatus.CANCELLED.value)
+                    ),
+                    col(CampaignRun.finished_at).is_(None),
+                )
+            )
+        ).all()
+        for run, open_count, has_queued in runs:
+            if not open_count:
+                if run.status != RunStatus.CANCELLED.value:
+                    run.status = RunStatus.DONE.value
+                run.finished_at = now
+            elif run.status == RunStatus.SENDING.value and has_queued is None:
+                run.status = RunStatus.TRACKING.value
+            else:
+                continue
+            session.add(run)
+            changed += 1
+    return changed

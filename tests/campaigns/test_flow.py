@@ -1,0 +1,32 @@
+"""A campaign from file to delivered messages: plan, outbox, WeCom tasks, owners confirming, tracking."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from scrm.db import SessionFactory
+from scrm.models import BatchStatus, RunStatus, TargetStatus
+from tests.campaigns.support import campaign_world, group_spec
+
+
+async def test_group_campaign_reaches_every_group_once(session_factory: SessionFactory) -> None:
+    async with campaign_world(session_factory) as world:
+        await world.seed_groups(owners=5, groups_per_owner=4, dealers=2)
+        await world.save(group_spec())
+        runs = await world.plan()
+        assert [r.slot for r in runs] == ["now"]
+        await world.dispatch_until_idle()
+        await world.track()  # batches learn their msgid
+        await world.advance(61)
+        await world.track()  # confirmations (auto) and results
+        batches = await world.batches()
+        assert [b.status for b in batches] == [BatchStatus.CREATED.value] * 5
+        assert all(b.results_final for b in batches)
+        targets = await world.targets()
+        assert Counter(t.status for t in targets) == {TargetStatus.SENT.value: 20}
+        coverage = world.state.group_send_coverage("group")
+        assert sorted(coverage) == sorted(t.target_id for t in targets)
+        assert all(len(msgids) == 1 for msgids in coverage.values())
+        assert [r.status for r in await world.runs()] == [RunStatus.DONE.value]
+        texts = {d.text for d in world.state.counters.group_sends}
+        assert texts == {"经销商000周末试驾日，欢迎到店！", "经销商001周末试驾日，欢迎到店！"}
