@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.scheduler import TickSpec
@@ -25,7 +25,7 @@ from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
 from scrm.campaigns import tracking
 from scrm.campaigns.service import run_due
-from scrm.campaigns.tracking import TrackItem
+from scrm.campaigns.tracking import DEFAULT_POLL, PollTimes, TrackItem
 from scrm.db import SessionFactory
 from scrm.sop.policy import Policy, PolicyError, load_policy
 
@@ -76,7 +76,12 @@ async def _results(client: WeComClient, item: TrackItem) -> dict[str, int]:
 
 
 async def track_batch(
-    client: WeComClient, sessions: SessionFactory, item: TrackItem, now: datetime, policy: Policy
+    client: WeComClient,
+    sessions: SessionFactory,
+    item: TrackItem,
+    now: datetime,
+    policy: Policy,
+    times: PollTimes = DEFAULT_POLL,
 ) -> None:
     status, send_time = await _task_status(client, item)
     if status != TASK_SENT and item.cancelled:
@@ -93,7 +98,7 @@ async def track_batch(
         confirmed = datetime.fromtimestamp(send_time, UTC) if send_time else now
         if item.confirmed_at is None:
             await tracking.apply_confirmation(sessions, item, confirmed, now)
-        await tracking.apply_results(sessions, item, await _results(client, item), now, final=False)
+        await tracking.apply_results(sessions, item, await _results(client, item), now, final=False, times=times)
         return
     if tracking.given_up(item, now):
         await tracking.apply_results(sessions, item, await _results(client, item), now, final=True)
@@ -104,16 +109,18 @@ async def track_batch(
         await client.remind_groupmsg_send(item.msgid)
         log.info("group-send owner reminded", extra={"msgid": item.msgid, "sender": item.sender})
         item = replace(item, reminders=(*item.reminders, now))
-    await tracking.reschedule(sessions, item, tracking.next_poll(item, now))
+    await tracking.reschedule(sessions, item, tracking.next_poll(item, now, times))
 
 
-async def track_once(client: WeComClient, sessions: SessionFactory, now: datetime, policy: Policy) -> int:
+async def track_once(
+    client: WeComClient, sessions: SessionFactory, now: datetime, policy: Policy, times: PollTimes = DEFAULT_POLL
+) -> int:
     """One tracking pass; returns how many batches were looked at."""
-    await tracking.sync_batches(sessions, now)
+    await tracking.sync_batches(sessions, now, times=times)
     items = await tracking.claim_for_tracking(sessions, now)
     for item in items:
         try:
-            await track_batch(client, sessions, item, now, policy)
+            await track_batch(client, sessions, item, now, policy, times)
         except WeComError as exc:
             log.warning(
                 "campaign batch not tracked this time",
@@ -138,7 +145,9 @@ def campaign_ticks(
             links=links,
         )
 
+    times = PollTimes(early=timedelta(seconds=settings.campaign_poll_seconds))
+
     async def track(now: datetime) -> None:
-        await track_once(client, session_factory, now, campaign_policy(settings))
+        await track_once(client, session_factory, now, campaign_policy(settings), times)
 
     return [TickSpec("campaign_due", every, due), TickSpec("campaign_tracking", TRACK_EVERY_SECONDS, track)]

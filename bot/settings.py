@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         le=10000,
         description="add_msg_template calls per minute a campaign run is paced at (the API limiter still guards)",
     )
+    campaign_poll_seconds: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=3600.0,
+        description="How often a young group-send task is polled for confirmation and results",
+    )
     member_messages_per_minute: int = Field(
         default=25, ge=1, le=30, description="App messages per staff member per minute (WeCom drops >30)"
     )

@@ -10,9 +10,10 @@
   one beyond WeCom's three per 24 h), :func:`apply_cancelled`.
 - :func:`finish_runs` closes runs whose batches are all final.
 
-Polling: first a minute after the task exists, every 5 minutes for two hours, then every 30 minutes; after
-confirmation the per-recipient results are read, and read again every 5 minutes while some are still unsent,
-for up to an hour. A task nobody confirmed for three days is given up (its targets stay ``unsent``).
+Polling (:class:`PollTimes`, default 5 minutes): first a minute after the task exists, every 5 minutes for two
+hours, then every 30 minutes; after confirmation the per-recipient results are read, and read again every 5
+minutes while some are still unsent, for up to an hour. A task nobody confirmed for three days is given up
+(its targets stay ``unsent``).
 """
 
 from __future__ import annotations
@@ -38,14 +39,28 @@ from scrm.models import (
     TargetStatus,
 )
 
-FIRST_POLL = timedelta(minutes=1)
-POLL_EARLY = timedelta(minutes=5)
 EARLY_PHASE = timedelta(hours=2)
-POLL_LATE = timedelta(minutes=30)
-RESULTS_REPOLL = timedelta(minutes=5)
 RESULTS_PATIENCE = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
 TRACK_LEASE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class PollTimes:
+    """How often tasks are looked at (``LIANYI_CAMPAIGN_POLL_SECONDS`` sets ``early``; the rest follow)."""
+
+    early: timedelta = timedelta(minutes=5)  # every this while the task is young, and for unsent results
+
+    @property
+    def first(self) -> timedelta:
+        return min(timedelta(minutes=1), self.early)
+
+    @property
+    def late(self) -> timedelta:
+        return self.early * 6
+
+
+DEFAULT_POLL = PollTimes()
 FAILED_COMMANDS = (CommandStatus.FAILED.value, CommandStatus.DEAD.value, CommandStatus.EXPIRED.value)
 
 # get_groupmsg_send_result status → target status
@@ -73,7 +88,9 @@ class TrackItem:
     remind_max: int
 
 
-async def sync_batches(session_factory: SessionFactory, now: datetime, *, limit: int = 500) -> int:
+async def sync_batches(
+    session_factory: SessionFactory, now: datetime, *, limit: int = 500, times: PollTimes = DEFAULT_POLL
+) -> int:
     """Move queued batches whose command finished; returns how many moved."""
     moved = 0
     async with transaction(session_factory) as session:
@@ -96,7 +113,7 @@ async def sync_batches(session_factory: SessionFactory, now: datetime, *, limit:
                 batch.msgid = str(result.get("msgid") or "")
                 batch.fail_count = len(failed)
                 batch.recovered = bool(result.get("recovered"))
-                batch.next_track_at = now + FIRST_POLL
+                batch.next_track_at = now + times.first
                 if failed:
                     await session.exec(
                         update(CampaignTarget)
@@ -166,10 +183,10 @@ async def claim_for_tracking(session_factory: SessionFactory, now: datetime, *, 
     return items
 
 
-def next_poll(item: TrackItem, now: datetime) -> datetime:
+def next_poll(item: TrackItem, now: datetime, times: PollTimes = DEFAULT_POLL) -> datetime:
     """When an unconfirmed task is looked at again (also when its next reminder is due)."""
     age = now - item.created_at
-    poll = now + (POLL_EARLY if age < EARLY_PHASE else POLL_LATE)
+    poll = now + (times.early if age < EARLY_PHASE else times.late)
     reminder = reminder_due_at(item)
     return min(poll, reminder) if reminder is not None and reminder > now else poll
 
@@ -225,7 +242,13 @@ async def apply_confirmation(
 
 
 async def apply_results(
-    session_factory: SessionFactory, item: TrackItem, results: dict[str, int], now: datetime, *, final: bool
+    session_factory: SessionFactory,
+    item: TrackItem,
+    results: dict[str, int],
+    now: datetime,
+    *,
+    final: bool,
+    times: PollTimes = DEFAULT_POLL,
 ) -> int:
     """Store WeCom's per-recipient status; returns how many recipients are still unsent. ``final`` closes the
     batch (a given-up task: no more polling)."""
@@ -252,7 +275,7 @@ async def apply_results(
         await session.exec(
             update(CampaignBatch)
             .where(col(CampaignBatch.id) == item.batch_id)
-            .values(results_final=done, next_track_at=None if done else now + RESULTS_REPOLL, updated_at=now)
+            .values(results_final=done, next_track_at=None if done else now + times.early, updated_at=now)
         )
     return still_unsent
 
