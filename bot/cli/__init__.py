@@ -16,6 +16,9 @@ def cli() -> None:
 
 def _register() -> None:
     # One line per sub-command module; keep alphabetical.
+    from bot.cli.campaign import campaign
+
+    cli.add_command(campaign)
     from bot.cli.deadletter import deadletter
 
     cli.add_command(deadletter)
