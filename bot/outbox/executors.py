@@ -15,7 +15,8 @@ Group sends (``add_msg_template``) are not idempotent at WeCom: every call creat
 customer would get the message twice once the sender confirms both. So on an attempt after the first (an
 earlier one may have created the task and lost the answer) the executor first looks for the task it may
 already have created: ``get_groupmsg_list_v2`` by ``creator`` = sender over a window from shortly before
-``command.created_at``, a message with the same text content and attachment count, whose recipients
+``command.created_at``, a message with the same content fingerprint (text; attachment types, link titles and
+urls, mini-program pages), whose recipients
 (``get_groupmsg_task`` + ``get_groupmsg_send_result``) are all among the command's. Found, it returns that
 ``msgid`` (``"recovered": true``), its ``fail_list`` being the command's recipients the task does not
 reach; only when nothing matches does it create the task.
@@ -164,10 +165,27 @@ async def _task_recipients(client: WeComClient, msgid: str) -> set[str]:
     return reached
 
 
+def _fingerprint(text: str, attachments: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """What identifies a group send's content in get_groupmsg_list_v2: the text, and per attachment its type
+    with a link's title and url or a mini program's page (image media ids may be re-issued by WeCom)."""
+    parts: list[tuple[str, ...]] = []
+    for item in attachments:
+        kind = str(item.get("msgtype", ""))
+        detail = item.get(kind) if isinstance(item.get(kind), dict) else {}
+        if kind == "link":
+            parts.append((kind, str(detail.get("title", "")), str(detail.get("url", ""))))
+        elif kind == "miniprogram":
+            parts.append((kind, str(detail.get("appid", "")), str(detail.get("page", ""))))
+        else:
+            parts.append((kind,))
+    return (text, tuple(parts))
+
+
 async def _created_earlier(client: WeComClient, command: OutboxCommand, body: dict[str, Any]) -> dict[str, Any] | None:
     """The group send an earlier attempt of ``command`` created, if WeCom has one (see the module docstring)."""
     start = int(command.created_at.timestamp()) - GROUPMSG_CLOCK_SKEW
     content = str((body.get("text") or {}).get("content", ""))
+    wanted_fingerprint = _fingerprint(content, body.get("attachments") or [])
     wanted: list[str] = body[_recipient_key(body["chat_type"])]
     cursor = ""
     for _ in range(MAX_GROUPMSG_PAGES):
@@ -181,8 +199,8 @@ async def _created_earlier(client: WeComClient, command: OutboxCommand, body: di
             limit=100,
         )
         for item in page.get("group_msg_list") or []:
-            same_text = str((item.get("text") or {}).get("content", "")) == content
-            if not same_text or len(item.get("attachments") or []) != len(body.get("attachments") or []):
+            listed = _fingerprint(str((item.get("text") or {}).get("content", "")), item.get("attachments") or [])
+            if listed != wanted_fingerprint:
                 continue
             msgid = str(item["msgid"])
             reached = await _task_recipients(client, msgid)
