@@ -1,6 +1,6 @@
 """The campaign file operators write (YAML, Chinese messages in Jinja2), validated with positions.
 
-Example (every key is documented in ``sop_templates/README.md`` under 群发活动)::
+Example (documented for operators in ``sop_templates/README.md`` under 群发活动; more in ``docs/campaigns/``)::
 
     code: weekend_test_drive
     name: 周末试驾活动
