@@ -11,7 +11,8 @@
    10,000 external userids (one ``add_msg_template`` call each), numbered in a deterministic order.
 5. Each batch becomes one ADD_MSG_TEMPLATE outbox command whose idempotency key is the batch key, paced
    with ``not_before`` so that no more than ``calls_per_minute`` become due in any minute (the client's rate
-   limiter still guards every call). Touches are recorded for every planned target.
+   limiter still guards every call); a batch whose paced time falls in quiet hours waits for their end.
+   Touches are recorded for every planned target.
 
 Everything commits together, with the campaign's next run time: a crash anywhere during planning leaves
 nothing behind, and the next tick plans the run again from scratch.
@@ -176,7 +177,7 @@ async def build_plan(
                     fingerprint=fingerprint,
                     recipients=recipients,
                     content=sent,
-                    not_before=paced(start, number, calls_per_minute),
+                    not_before=policy.next_allowed(paced(start, number, calls_per_minute)),
                 )
             )
             plan.batch_of.update(dict.fromkeys(recipients, number))
