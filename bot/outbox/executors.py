@@ -171,7 +171,8 @@ def _fingerprint(text: str, attachments: list[dict[str, Any]]) -> tuple[Any, ...
     parts: list[tuple[str, ...]] = []
     for item in attachments:
         kind = str(item.get("msgtype", ""))
-        detail = item.get(kind) if isinstance(item.get(kind), dict) else {}
+        value = item.get(kind)
+        detail: dict[str, Any] = value if isinstance(value, dict) else {}
         if kind == "link":
             parts.append((kind, str(detail.get("title", "")), str(detail.get("url", ""))))
         elif kind == "miniprogram":

@@ -18,11 +18,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
+from scrm.campaigns.content import CampaignRenderError
 from scrm.campaigns.planner import plan_run
 from scrm.campaigns.spec import CampaignSpec, slot_of
 from scrm.commands import CommandKind
@@ -259,8 +261,12 @@ async def run_due(
         ids = list((await session.exec(query.order_by(col(Campaign.next_run_at)))).all())
     planned: list[CampaignRun] = []
     for campaign_id in ids:
-        async with transaction(session_factory) as session:
-            run = await _run_one(session, campaign_id, now, policy, calls_per_minute, links)
+        try:
+            async with transaction(session_factory) as session:
+                run = await _run_one(session, campaign_id, now, policy, calls_per_minute, links)
+        except (ValidationError, CampaignRenderError) as exc:  # a stored spec this build cannot use: skip it
+            log.error("campaign cannot be planned", extra={"campaign_id": campaign_id, "error": str(exc)})
+            continue
         if run is not None:
             planned.append(run)
     return planned
