@@ -71,24 +71,8 @@ async def count_touches(
     session: AsyncSession, policy: Policy, corp_id: str, recipient_type: str, recipient_id: str, at: datetime
 ) -> TouchCounts:
     """Touches counting towards the caps today and this week, and group sends in the current quota period."""
-    day, week, quota = policy.day_window(at), policy.week_window(at), policy.quota_window(at)
-    start = min(day[0], week[0], quota[0])
-    end = max(day[1], week[1], quota[1])
-    t = _table.c
-
-    def window(bounds: tuple[datetime, datetime], flag: Any) -> Any:
-        return func.coalesce(func.sum(case(((t.at >= bounds[0]) & (t.at < bounds[1]) & flag, 1), else_=0)), 0)
-
-    query = select(window(day, t.counts_cap), window(week, t.counts_cap), window(quota, t.counts_quota)).where(
-        t.corp_id == corp_id,
-        t.recipient_type == recipient_type,
-        t.recipient_id == recipient_id,
-        t.at >= start,
-        t.at < end,
-    )
-    conn = await session.connection()
-    row = (await conn.execute(query)).one()
-    return TouchCounts(int(row[0]), int(row[1]), int(row[2]))
+    found = await count_touches_many(session, policy, corp_id, recipient_type, [recipient_id], at)
+    return found.get(recipient_id, TouchCounts(0, 0, 0))
 
 
 BULK_CHUNK = 900  # recipients per IN (...) list: below SQLite's 999 bound parameters
