@@ -117,7 +117,7 @@ async def track_once(
 ) -> int:
     """One tracking pass; returns how many batches were looked at."""
     await tracking.sync_batches(sessions, now, times=times)
-    items = await tracking.claim_for_tracking(sessions, now)
+    items = await tracking.claim_for_tracking(sessions, now, lease=times.lease)
     for item in items:
         try:
             await track_batch(client, sessions, item, now, policy, times)

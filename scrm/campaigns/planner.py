@@ -133,12 +133,15 @@ async def build_plan(
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     contents: dict[str, RenderedContent] = {}
     campaign_vars = {"code": spec.code, "name": spec.name}
+    # A run sends now or never: a target over a limit is skipped with that limit's reason, not deferred (and
+    # not "defer_expired" because the quota window ends more than max_defer_days away).
+    at_send_time = policy.model_copy(update={"on_limit": "skip"})
     for target in targets:
         reason = _sender_problem(target, senders)
         if reason is None:
             touches = counts.get(target.target_id, NO_TOUCHES)
             decision = decide(
-                policy,
+                at_send_time,
                 kind=kind,
                 at=now,
                 due_since=now,

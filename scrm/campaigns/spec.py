@@ -118,7 +118,7 @@ class Schedule(StrictModel):
     def _exactly_one(self) -> Schedule:
         given = [k for k in ("now", "at", "cron") if getattr(self, k)]
         if len(given) != 1:
-            raise spec_error("schedule_shape", "schedule 需要且只能有 now、at、cron 之一")
+            raise spec_error("trigger_shape", "schedule 需要且只能有 now、at、cron 之一")  # no "schedule：" prefix
         if self.until is not None and not self.cron:
             raise spec_error("schedule_shape", "until 只能与 cron 一起使用")
         return self
@@ -167,7 +167,11 @@ class CampaignSpec(StrictModel):
             wrong = [k for k in ("group_tags", "name", "members", "owner") if getattr(a, k)]
             hint = "1v1 群发请用 tags、stage、intent_level、channel、staff、dealer、created"
         if wrong:
-            raise spec_error("audience_kind", f"audience.{wrong[0]} 不适用于 chat_type {self.chat_type}；{hint}")
+            raise spec_error(  # kind_mismatch: no "模板：" prefix; key: the position of the audience key
+                "kind_mismatch",
+                f"audience.{wrong[0]} 不适用于 chat_type {self.chat_type}；{hint}",
+                key=f"audience.{wrong[0]}",
+            )
         return self
 
     def spec_hash(self) -> str:

@@ -42,7 +42,10 @@ from scrm.models import (
 EARLY_PHASE = timedelta(hours=2)
 RESULTS_PATIENCE = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
-TRACK_LEASE = timedelta(minutes=2)
+TRACK_LEASE = timedelta(minutes=2)  # the longest a crash mid-poll holds a batch back
+MIN_TRACK_LEASE = timedelta(seconds=10)
+REMIND_WINDOW = timedelta(hours=24)  # WeCom: three reminders per message in 24 hours
+REMIND_MARGIN = timedelta(minutes=1)  # our clock and WeCom's may differ: never ask at the very edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,12 @@ class PollTimes:
     @property
     def late(self) -> timedelta:
         return self.early * 6
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claimed batch is left alone: two early polls, within 10 s .. 2 minutes (the default polls
+        get 2 minutes; a deployment polling every second is not held back 2 minutes by a crashed leader)."""
+        return min(TRACK_LEASE, max(MIN_TRACK_LEASE, self.early * 2))
 
 
 DEFAULT_POLL = PollTimes()
@@ -113,6 +122,9 @@ async def sync_batches(
                 batch.msgid = str(result.get("msgid") or "")
                 batch.fail_count = len(failed)
                 batch.recovered = bool(result.get("recovered"))
+                # from here on created_at is when the WeCom task was created (paced or retried commands run
+                # long after planning): reminders, the polling phases and giving up count from it
+                batch.created_at = command.finished_at or now
                 batch.next_track_at = now + times.first
                 if failed:
                     await session.exec(
@@ -130,7 +142,9 @@ async def sync_batches(
     return moved
 
 
-async def claim_for_tracking(session_factory: SessionFactory, now: datetime, *, limit: int = 200) -> list[TrackItem]:
+async def claim_for_tracking(
+    session_factory: SessionFactory, now: datetime, *, limit: int = 200, lease: timedelta = TRACK_LEASE
+) -> list[TrackItem]:
     async with transaction(session_factory) as session:
         ids = (
             select(CampaignBatch.id)
@@ -149,7 +163,7 @@ async def claim_for_tracking(session_factory: SessionFactory, now: datetime, *, 
         await session.exec(
             update(CampaignBatch)
             .where(col(CampaignBatch.id).in_([b.id for b in batches]))
-            .values(next_track_at=now + TRACK_LEASE)
+            .values(next_track_at=now + lease)
         )
         run_ids = {b.run_id for b in batches}
         runs = (
@@ -193,14 +207,14 @@ def next_poll(item: TrackItem, now: datetime, times: PollTimes = DEFAULT_POLL) -
 
 def reminder_due_at(item: TrackItem) -> datetime | None:
     """When the next reminder may go out: ``remind_after`` after creation, then after each reminder; never a
-    fourth within 24 hours; None when the campaign's reminders are used up."""
+    fourth within 24 hours (plus a minute, for clock skew); None when the campaign's reminders are used up."""
     if len(item.reminders) >= item.remind_max:
         return None
     last = max(item.reminders, default=item.created_at)
     due = last + item.remind_after
     window = sorted(item.reminders)[-REMINDS_PER_DAY:]
     if len(window) >= REMINDS_PER_DAY:
-        due = max(due, window[0] + timedelta(hours=24))
+        due = max(due, window[0] + REMIND_WINDOW + REMIND_MARGIN)
     return due
 
 

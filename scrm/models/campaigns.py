@@ -137,6 +137,7 @@ class CampaignBatch(SQLModel, table=True):
     reminders: list[str] | None = json_field()  # ISO times of remind_groupmsg_send calls
     next_track_at: datetime | None = ts_field()
     error: str = Field(default="", max_length=512)
+    # planned at first; once the task exists, when WeCom created it (reminders and polling count from it)
     created_at: datetime = ts_field(default_now=True)
     updated_at: datetime = ts_field(default_now=True)
 
