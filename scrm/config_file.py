@@ -53,7 +53,7 @@ def load_config(path: str | Path, model: type[M], error: type[ConfigFileError] =
     except ValidationError as exc:
         for detail in exc.errors():
             mark = document.source.for_error(tuple(detail["loc"]), detail["type"], detail.get("ctx"))
-            problems.append(RuleProblem(mark.line, mark.col, error_message(detail)))
+            problems.append(RuleProblem(mark.line, mark.col, error_message(detail, model)))
     if problems or loaded is None:
         raise error(target, sorted(problems, key=lambda p: (p.line, p.col)))
     return loaded

@@ -98,6 +98,8 @@ async def save_campaign(session: AsyncSession, corp_id: str, spec: CampaignSpec,
             raise CampaignError(f"群发活动 {spec.code} 已取消，不能再修改；请换一个编码")
         if existing.status == CampaignStatus.DONE.value:
             raise CampaignError(f"群发活动 {spec.code} 已发送完毕，不能再修改；请换一个编码")
+    if spec.first_run_at(now) is None:
+        raise CampaignError(f"群发活动 {spec.code} 的 until（{spec.schedule.until}）早于第一次发送时间，不会发送")
     campaign = existing or Campaign(
         corp_id=corp_id,
         code=spec.code,
@@ -239,6 +241,19 @@ def _next_fire(campaign: Campaign, spec: CampaignSpec, fire: datetime, now: date
     return spec.within_until(next_cron_fire(campaign.cron, max(fire, now)))
 
 
+def _latest_due(campaign: Campaign, spec: CampaignSpec, fire: datetime, now: datetime) -> datetime:
+    """The latest cron fire not after ``now``: of several fires missed while nothing ran, only the last is planned
+    (the earlier ones are not sent late); ``fire`` itself for one-offs."""
+    if campaign.schedule_kind != "cron" or not campaign.cron:
+        return fire
+    recent = spec.within_until(next_cron_fire(campaign.cron, now - timedelta(days=1)))
+    if recent is not None and fire < recent <= now:  # skip the walk over a long outage
+        fire = recent
+    while (following := spec.within_until(next_cron_fire(campaign.cron, fire))) is not None and following <= now:
+        fire = following
+    return fire
+
+
 async def run_due(
     session_factory: SessionFactory,
     corp_id: str,
@@ -287,6 +302,7 @@ async def _run_one(
     if fire > now:
         return None
     spec = spec_of(campaign)
+    fire = _latest_due(campaign, spec, fire, now)
     slot = slot_of(fire, campaign.schedule_kind)
     if policy.in_quiet_hours(now):
         if policy.next_allowed(now) > fire + timedelta(days=policy.max_defer_days):

@@ -107,9 +107,9 @@ def _field_name(loc: Loc) -> str:
     return names[-1] if names else "模板"
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """The model whose fields may appear at ``loc`` (a path into a template), or None."""
-    model: type[BaseModel] = SopTemplate
+def _model_at(loc: Loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The model whose fields may appear at ``loc`` (a path into a ``root`` document), or None."""
+    model: type[BaseModel] = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -138,9 +138,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def _unknown_key(loc: Loc) -> str:
+def _unknown_key(loc: Loc, root: type[BaseModel]) -> str:
     key = str(loc[-1])
-    model = _model_at(loc[:-1])
+    model = _model_at(loc[:-1], root)
     fields = sorted(model.model_fields) if model is not None else []
     guess = did_you_mean(key, fields)
     if guess:
@@ -159,13 +159,14 @@ def error_code(error: ErrorDetails) -> str:
     return ERROR_TYPE_CODES.get(error["type"], "SOP004")
 
 
-def error_message(error: ErrorDetails) -> str:
-    """A Chinese message for one pydantic error (custom errors of the spec already carry one)."""
+def error_message(error: ErrorDetails, root: type[BaseModel] = SopTemplate) -> str:
+    """A Chinese message for one pydantic error (custom errors of the spec already carry one); ``root`` is the
+    model of the whole document (unknown keys are matched against its fields)."""
     kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
     name = _field_name(loc)
     value = error.get("input")
     if kind == "extra_forbidden":
-        return _unknown_key(loc)
+        return _unknown_key(loc, root)
     if kind == "missing":
         return f"缺少必填字段 {name}"
     if kind == "unknown_event":
@@ -187,6 +188,7 @@ _PATTERNS_CN: Mapping[str, str] = {
     TEMPLATE_ID.pattern: "只能用小写字母、数字和下划线，以字母开头，2–64 个字符",
     STEP_ID.pattern: "只能用小写字母、数字和下划线，1–32 个字符",
     r"^https?://": "应以 http:// 或 https:// 开头",
+    r"^[a-z0-9][a-z0-9_-]{0,63}$": "只能用小写字母、数字、_ 和 -，以字母或数字开头，最多 64 个字符",  # campaign code
 }
 
 
