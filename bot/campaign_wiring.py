@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot import metrics
 from bot.scheduler import TickSpec
 from bot.settings import Settings
 from bot.sop_wiring import link_signer
@@ -93,21 +94,25 @@ async def track_batch(
             status, send_time = await _task_status(client, item)  # sent meanwhile?
         if status != TASK_SENT:
             await tracking.apply_cancelled(sessions, item, now)
+            metrics.CAMPAIGN_TRACKING.labels("cancelled").inc()
             return
     if status == TASK_SENT:
         confirmed = datetime.fromtimestamp(send_time, UTC) if send_time else now
         if item.confirmed_at is None:
             await tracking.apply_confirmation(sessions, item, confirmed, now)
+            metrics.CAMPAIGN_TRACKING.labels("confirmed").inc()
         await tracking.apply_results(sessions, item, await _results(client, item), now, final=False, times=times)
         return
     if tracking.given_up(item, now):
         await tracking.apply_results(sessions, item, await _results(client, item), now, final=True)
+        metrics.CAMPAIGN_TRACKING.labels("given_up").inc()
         return
     due = tracking.reminder_due_at(item)
     remind_now = due is not None and due <= now and not policy.in_quiet_hours(now)
     if remind_now and await tracking.reserve_reminder(sessions, item, now):
         await client.remind_groupmsg_send(item.msgid)
         log.info("group-send owner reminded", extra={"msgid": item.msgid, "sender": item.sender})
+        metrics.CAMPAIGN_TRACKING.labels("reminded").inc()
         item = replace(item, reminders=(*item.reminders, now))
     await tracking.reschedule(sessions, item, tracking.next_poll(item, now, times))
 
@@ -122,6 +127,7 @@ async def track_once(
         try:
             await track_batch(client, sessions, item, now, policy, times)
         except WeComError as exc:
+            metrics.CAMPAIGN_TRACKING.labels("error").inc()
             log.warning(
                 "campaign batch not tracked this time",
                 extra={"msgid": item.msgid, "sender": item.sender, "error": str(exc)},
@@ -136,7 +142,7 @@ def campaign_ticks(
     links = link_signer(settings)
 
     async def due(now: datetime) -> None:
-        await run_due(
+        runs = await run_due(
             session_factory,
             settings.corp_id,
             now,
@@ -144,6 +150,9 @@ def campaign_ticks(
             calls_per_minute=settings.campaign_calls_per_minute,
             links=links,
         )
+        for run in runs:
+            metrics.CAMPAIGN_TARGETS.labels("planned").inc(run.targets - run.skipped)
+            metrics.CAMPAIGN_TARGETS.labels("skipped").inc(run.skipped)
 
     times = PollTimes(early=timedelta(seconds=settings.campaign_poll_seconds))
 

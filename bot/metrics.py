@@ -71,6 +71,21 @@ OUTBOX_COMMAND_AGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+# ---- campaigns --------------------------------------------------------------------------------------
+
+CAMPAIGN_TARGETS = Counter(
+    "lianyi_campaign_targets",
+    "Targets of campaign runs the leader planned, by outcome (planned or skipped; reasons in the report).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CAMPAIGN_TRACKING = Counter(
+    "lianyi_campaign_tracking",
+    "Tracking actions on group-send tasks (confirmed, results, reminded, cancelled, given_up, error).",
+    ["action"],
+    registry=REGISTRY,
+)
+
 
 def render_metrics() -> tuple[bytes, str]:
     """The exposition text of :data:`REGISTRY` and its content type (for an HTTP handler)."""

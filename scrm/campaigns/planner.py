@@ -245,6 +245,7 @@ async def plan_run(
         session, campaign, spec, slot=slot, now=now, policy=policy, calls_per_minute=calls_per_minute, links=links
     )
     await _write(session, campaign, spec, run, plan, now)
+    await session.refresh(run)
     return run
 
 

@@ -30,3 +30,11 @@ async def test_group_campaign_reaches_every_group_once(session_factory: SessionF
         assert [r.status for r in await world.runs()] == [RunStatus.DONE.value]
         texts = {d.text for d in world.state.counters.group_sends}
         assert texts == {"经销商000周末试驾日，欢迎到店！", "经销商001周末试驾日，欢迎到店！"}
+
+
+async def test_the_planned_run_carries_its_counts(session_factory: SessionFactory) -> None:
+    async with campaign_world(session_factory) as world:
+        await world.seed_groups(owners=2, groups_per_owner=3)
+        await world.save(group_spec())
+        [run] = await world.plan()
+        assert (run.targets, run.skipped, run.batches, run.status) == (6, 0, 2, RunStatus.SENDING.value)
