@@ -53,6 +53,9 @@ MESSAGE_SEND = "/cgi-bin/message/send"
 EXTERNAL = "/cgi-bin/externalcontact"
 BAD_SECRET_COOLDOWN = 300.0  # after gettoken says 40001, fail fast instead of hammering gettoken
 MINUTE, HOUR = 60.0, 3600.0
+# WeCom counts a call when it arrives, a few ms after our limiter granted it: a per-API window one second longer
+# than WeCom's keeps a full minute's burst from meeting 45009 (and a 60 s block) when the window refills.
+API_WINDOW_SLACK = 1.0
 
 _call_deadline: ContextVar[float | None] = ContextVar("wecom_call_deadline", default=None)
 
@@ -185,7 +188,7 @@ class WeComClient(GroupMsgApi, TransferApi):
 
         ``rates`` are extra limits taken together with the per-API one (e.g. per-member message limits).
         """
-        api_rate = Rate(f"api:{self._corp_id}:{path}", self._settings.api_rate_per_minute, MINUTE)
+        api_rate = Rate(f"api:{self._corp_id}:{path}", self._settings.api_rate_per_minute, MINUTE + API_WINDOW_SLACK)
         pending_rates = [api_rate, *rates]
         refreshed = False
         while True:

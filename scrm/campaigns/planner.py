@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 MAX_CHAT_IDS = 2_000  # add_msg_template chat_id_list
 MAX_EXTERNAL_USERIDS = 10_000  # add_msg_template external_userid
 NO_TOUCHES = TouchCounts(0, 0, 0)
+# a minute plus the one second of slack the WeCom client's per-API window has (bot.wecom.client.API_WINDOW_SLACK):
+# a batch paced into the next window finds it open instead of waiting in the limiter
+PACING_WINDOW = timedelta(seconds=61)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +104,8 @@ def link_source(code: str, slot: str) -> str:
 
 
 def paced(start: datetime, index: int, calls_per_minute: int) -> datetime:
-    """When batch ``index`` may be sent: whole minutes of ``calls_per_minute`` calls each."""
-    return start + timedelta(minutes=index // max(1, calls_per_minute))
+    """When batch ``index`` may be sent: windows of ``calls_per_minute`` calls each, :data:`PACING_WINDOW` apart."""
+    return start + PACING_WINDOW * (index // max(1, calls_per_minute))
 
 
 async def build_plan(

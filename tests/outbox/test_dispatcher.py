@@ -293,7 +293,7 @@ async def test_a_command_left_waiting_for_a_slot_until_its_lease_is_nearly_over_
     # message/send's per-API window (the per-member one postpones at once instead of waiting)
     client = memory_backend.client(fake_wecom, http_session, api_rate_per_minute=1)
     await client.send_app_message({"touser": "earlier", "msgtype": "text", "text": {"content": "earlier"}})
-    clock.advance(16)  # message/send's next slot opens 44 s from now
+    clock.advance(17)  # message/send's next slot opens 44 s from now (its window is 60 s + 1 s of slack)
     for key, member in [("notify:1", "busy"), ("notify:2", "free")]:
         payload = {"touser": member, "msgtype": "text", "text": {"content": "新线索"}}
         await add_command(session_factory, clock, CommandKind.SEND_APP_MESSAGE, key, payload)
