@@ -20,7 +20,9 @@ quarter of the lease before the lease ends, so a rate-limit wait turns into a re
 of a lease that silently runs out. A claimed command that waited for a free slot until too little of its
 lease is left is released unharmed (its claim does not count as an attempt). An app message whose member
 has no free slot in our per-member limiter (:class:`~bot.wecom.errors.MemberSlotUnavailable`, raised before
-anything is sent) is *postponed* to when the slot frees up, also without spending an attempt, so a burst of
+anything is sent) is *postponed* to when the slot frees up, also without spending an attempt; so is a call our
+per-API limiter cannot fit before the call deadline (:class:`~bot.wecom.errors.LimiterRefused`: a full window or
+a block after 45009 — a group send postponed this way is not mistaken for one whose answer was lost), so a burst of
 notifications to one advisor is spread over the following minutes instead of dying. Outcomes are written through
 :class:`~bot.outbox.outcomes.OutcomeWriter` (group commit).
 
@@ -54,7 +56,7 @@ from bot.outbox.executors import executor_for
 from bot.outbox.outcomes import OutcomeWriter
 from bot.settings import Settings
 from bot.wecom.client import WeComClient
-from bot.wecom.errors import CredentialError, FatalError, MemberSlotUnavailable, WeComError
+from bot.wecom.errors import CredentialError, FatalError, LimiterRefused, MemberSlotUnavailable, WeComError
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import DomainError
@@ -111,7 +113,7 @@ class OutboxDispatcher:
         self._limits = (max(1, concurrency // 4), concurrency)  # slots: [other, urgent]
         self._slots = (asyncio.Semaphore(self._limits[0]), asyncio.Semaphore(self._limits[1]))
         self._outcomes = OutcomeWriter(session_factory)
-        self._backlog = False
+        self._backlog = [False, False]  # per class [other, urgent]: its last claim was full, more are due
 
     def wake(self) -> None:
         """New commands were committed: claim now instead of at the next poll."""
@@ -136,16 +138,17 @@ class OutboxDispatcher:
                     want = min(self._batch, wants[True] + wants[False])
                     claimed = await self._claim_or_log(want)
                     full = len(claimed) == want
+                    self._backlog = [full, full]
                 else:
                     claimed = []
                     for urgent, want in wants.items():
-                        if want:
+                        if want:  # a class with no room keeps its backlog flag: its finished tasks wake us
                             batch = await self._claim_or_log(want, urgent=urgent)
                             claimed += batch
+                            self._backlog[urgent] = len(batch) == want
                             full = full or len(batch) == want
                 for command in claimed:
                     self._spawn(command, command.deadline is not None)
-                self._backlog = full
                 if full:
                     continue  # more may be due right now
                 with suppress(TimeoutError):
@@ -179,14 +182,13 @@ class OutboxDispatcher:
 
     def _spawn(self, command: OutboxCommand, urgent: bool) -> None:
         task = asyncio.create_task(self._run_in_slot(command, urgent), name=f"outbox:{command.id}")
-        inflight = self._inflight[urgent]
-        inflight.add(task)
-        task.add_done_callback(functools.partial(self._finished, inflight))
+        self._inflight[urgent].add(task)
+        task.add_done_callback(functools.partial(self._finished, urgent))
 
-    def _finished(self, inflight: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
-        inflight.discard(task)
-        if self._backlog:
-            self._wakeup.set()  # the last claim was full: more commands are probably due
+    def _finished(self, urgent: bool, task: asyncio.Task[None]) -> None:
+        self._inflight[urgent].discard(task)
+        if self._backlog[urgent]:
+            self._wakeup.set()  # this class's last claim was full: more of its commands are probably due
 
     async def _run_in_slot(self, command: OutboxCommand, urgent: bool) -> None:
         async with self._slots[urgent]:
@@ -272,7 +274,7 @@ class OutboxDispatcher:
         try:
             with self._client.deadline(call_deadline.timestamp()):
                 result = await executor(self._client, command, self._sessions)
-        except MemberSlotUnavailable as exc:  # nothing was sent: wait for the member's slot, attempt unspent
+        except (MemberSlotUnavailable, LimiterRefused) as exc:  # nothing was sent: wait for the slot, attempt unspent
             await self._postpone(command, exc.retry_after or BACKOFF_BASE, str(exc))
         except CredentialError as exc:  # our configuration, not the command: keep it for a replay
             await self._retry(command, str(exc), exc.errcode, exc.retry_after)

@@ -40,6 +40,11 @@ class RateLimitedError(WeComError):
     """A frequency or concurrency quota was hit; wait at least ``retry_after`` seconds."""
 
 
+class LimiterRefused(RateLimitedError):
+    """Our own rate limiter (a per-API window, or a block after 45009) has no slot before the caller's deadline:
+    the call was never sent; ``retry_after`` says when a slot frees up."""
+
+
 class MemberSlotUnavailable(RateLimitedError):
     """Our own per-member app-message limit has no slot now (nothing was sent, nothing taken); ``api`` names
     the members, ``retry_after`` says when a slot frees up."""

@@ -25,7 +25,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from bot.redis_keys import RedisKeys
-from bot.wecom.errors import RateLimitedError
+from bot.wecom.errors import LimiterRefused
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -54,7 +54,8 @@ class RateLimiter(Protocol):
     ) -> None:
         """Wait until ``api`` is unblocked and every rate allows a call, then take the slots.
 
-        Raises :class:`RateLimitedError` (with ``retry_after``) instead of waiting beyond ``max_wait``.
+        Raises :class:`~bot.wecom.errors.LimiterRefused` (with ``retry_after``) instead of waiting beyond
+        ``max_wait``; nothing was sent then.
         """
         ...
 
@@ -100,7 +101,7 @@ class _Waiting(ABC):
             if give_up_at is not None and self._clock() + wait > give_up_at:
                 name = api if blocked > 0 and api is not None else ",".join(r.bucket for r in rates)
                 reason = "blocked after 45009" if blocked > 0 else "local rate limit"
-                raise RateLimitedError(None, f"{reason}: next slot in {wait:.1f}s", name, retry_after=wait)
+                raise LimiterRefused(None, f"{reason}: next slot in {wait:.1f}s", name, retry_after=wait)
             await self._sleep(wait)
 
     async def acquire(self, bucket: str, limit: int, period: float) -> None:
