@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, update
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.campaigns.audience import Target, expand
@@ -128,10 +129,7 @@ async def build_plan(
     counts = await count_touches_many(
         session, policy, campaign.corp_id, recipient_type, [t.target_id for t in targets], now
     )
-    senders = {
-        s.userid: s
-        for s in (await session.exec(_staff_query(campaign.corp_id, {t.sender for t in targets if t.sender}))).all()
-    }
+    senders = {s.userid: s for s in (await session.exec(_staff_query(campaign.corp_id))).all()}
     renderer = ContentRenderer(spec.content, links=links, corp_id=campaign.corp_id)
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     contents: dict[str, RenderedContent] = {}
@@ -190,10 +188,9 @@ async def build_plan(
     return plan
 
 
-def _staff_query(corp_id: str, userids: set[str]) -> Any:
-    from sqlmodel import col, select
-
-    return select(Staff).where(Staff.corp_id == corp_id, col(Staff.userid).in_(sorted(userids) or [""]))
+def _staff_query(corp_id: str) -> Any:
+    """Every staff member of the corp (one query; an IN list of thousands of senders would hit bind limits)."""
+    return select(Staff).where(Staff.corp_id == corp_id)
 
 
 def _sender_problem(target: Target, senders: dict[str, Staff]) -> str | None:
@@ -238,8 +235,6 @@ async def plan_run(
     )
     if not inserted:
         return None
-    from sqlmodel import select
-
     run = (
         await session.exec(select(CampaignRun).where(CampaignRun.campaign_id == campaign.id, CampaignRun.slot == slot))
     ).one()

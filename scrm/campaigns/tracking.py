@@ -40,6 +40,7 @@ from scrm.models import (
 )
 
 EARLY_PHASE = timedelta(hours=2)
+IN_CHUNK = 900  # ids per IN (...) list: below SQLite's default bound-parameter limit
 RESULTS_PATIENCE = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(days=3)
 TRACK_LEASE = timedelta(minutes=2)  # the longest a crash mid-poll holds a batch back
@@ -126,10 +127,11 @@ async def sync_batches(
                 # long after planning): reminders, the polling phases and giving up count from it
                 batch.created_at = command.finished_at or now
                 batch.next_track_at = now + times.first
-                if failed:
+                for offset in range(0, len(failed), IN_CHUNK):
+                    chunk = failed[offset : offset + IN_CHUNK]
                     await session.exec(
                         update(CampaignTarget)
-                        .where(col(CampaignTarget.run_id) == batch.run_id, col(CampaignTarget.target_id).in_(failed))
+                        .where(col(CampaignTarget.run_id) == batch.run_id, col(CampaignTarget.target_id).in_(chunk))
                         .values(status=TargetStatus.FAILED.value, reason="wecom_fail_list", updated_at=now)
                     )
             else:
@@ -275,13 +277,13 @@ async def apply_results(
             still_unsent += status is TargetStatus.UNSENT
             by_status.setdefault(status, []).append(recipient)
         for status, recipients in by_status.items():
-            for offset in range(0, len(recipients), 900):
+            for offset in range(0, len(recipients), IN_CHUNK):
                 await session.exec(
                     update(CampaignTarget)
                     .where(
                         col(CampaignTarget.run_id) == item.run_id,
                         col(CampaignTarget.batch_no) == item.batch_no,
-                        col(CampaignTarget.target_id).in_(recipients[offset : offset + 900]),
+                        col(CampaignTarget.target_id).in_(recipients[offset : offset + IN_CHUNK]),
                     )
                     .values(status=status.value, reason="", updated_at=now)
                 )
