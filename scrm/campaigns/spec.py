@@ -32,7 +32,7 @@ from pydantic import BeforeValidator, Field, field_serializer, field_validator, 
 
 from scrm.config_file import ConfigFileError, load_config
 from scrm.sop.spec import Audience
-from scrm.sop.spec_fields import ATTACHMENTS_MAX, Attachment, Cron, Duration, StrictModel, spec_error
+from scrm.sop.spec_fields import Attachment, Cron, Duration, StrictModel, at_most_nine, spec_error
 from scrm.sop.timing import CHINA_TZ, next_cron_fire
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -95,9 +95,7 @@ class CampaignContent(StrictModel):
     @field_validator("attachments")
     @classmethod
     def _at_most_nine(cls, value: list[Attachment]) -> list[Attachment]:
-        if len(value) > ATTACHMENTS_MAX:
-            raise spec_error("too_many_attachments", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {len(value)} 个")
-        return value
+        return at_most_nine(value)
 
     @model_validator(mode="after")
     def _not_empty(self) -> CampaignContent:

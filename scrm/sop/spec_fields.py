@@ -153,6 +153,13 @@ class Attachment(StrictModel):
         return self
 
 
+def at_most_nine(attachments: list[Attachment]) -> list[Attachment]:
+    """WeCom takes at most nine attachments per message."""
+    if len(attachments) > ATTACHMENTS_MAX:
+        raise spec_error("too_many_attachments", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {len(attachments)} 个")
+    return attachments
+
+
 class Message(StrictModel):
     """Text inline (``text``), from a file (``file``) or chosen by channel (``by_channel``: a folder with
     ``<channel>.j2`` files and a ``default.j2``), plus attachments."""
@@ -165,9 +172,7 @@ class Message(StrictModel):
     @field_validator("attachments")
     @classmethod
     def _at_most_nine(cls, value: list[Attachment]) -> list[Attachment]:
-        if len(value) > ATTACHMENTS_MAX:
-            raise spec_error("too_many_attachments", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {len(value)} 个")
-        return value
+        return at_most_nine(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> Message:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from sqlalchemy import func, insert
+from sqlalchemy import insert
 from sqlmodel import col, select
 
 from bot.campaign_wiring import track_once
@@ -29,15 +29,14 @@ from scrm.models import (
     CampaignBatch,
     CampaignRun,
     CampaignTarget,
-    CommandStatus,
     CustomerGroup,
     Dealer,
-    OutboxCommand,
     Staff,
 )
 from scrm.sop.policy import Caps, Policy, QuietHours
 from scrm.sync._rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, make_settings
+from tests.outbox.emulated_world import run_until_idle
 
 SECRET = "test-secret"
 AGENT_ID = 1000002
@@ -142,22 +141,7 @@ class CampaignWorld:
 
     async def dispatch_until_idle(self, *, max_rounds: int = 10_000) -> None:
         """Run the outbox until nothing is pending, jumping the clock to each next ``not_before``."""
-        for _ in range(max_rounds):
-            if await self.dispatcher.run_once():
-                continue
-            async with self.sessions() as session:
-                due = (
-                    await session.exec(
-                        select(func.min(OutboxCommand.not_before)).where(
-                            col(OutboxCommand.status) == CommandStatus.PENDING.value
-                        )
-                    )
-                ).one()
-            if due is None:
-                return
-            self.clock.set(max(due, self.clock.utcnow()))
-            self.clock.advance(0.001)
-        raise AssertionError("outbox not idle")
+        await run_until_idle(self.sessions, self.clock, self.dispatcher, max_rounds=max_rounds)
 
     async def track(self) -> int:
         return await track_once(self.client, self.sessions, self.clock.utcnow(), self.policy)

@@ -18,6 +18,11 @@ from tests.conftest import TEST_CORP_ID, make_settings
 from tests.wecom.fake_api import FakeClock
 
 
+def tagging(external_userid: str) -> dict[str, object]:
+    """A MARK_TAG payload for one contact of zhangsan."""
+    return {"userid": "zhangsan", "external_userid": external_userid, "add_tag": ["et-hot"], "remove_tag": []}
+
+
 async def add_command(
     sessions: SessionFactory,
     clock: FakeClock,

@@ -16,7 +16,7 @@ from sqlmodel import select
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory, transaction
 from scrm.models import CommandStatus, DeadLetter, OutboxCommand
-from tests.outbox.support import add_command, commands_by_key, drain, make_dispatcher
+from tests.outbox.support import add_command, commands_by_key, drain, make_dispatcher, tagging
 from tests.wecom.backends import Backend
 from tests.wecom.fake_api import EXT, FakeClock, HttpStatus, RunningFake
 
@@ -27,10 +27,6 @@ MESSAGE = "/cgi-bin/message/send"
 
 def welcome(code: str) -> dict[str, object]:
     return {"welcome_code": code, "text": {"content": "您好，欢迎咨询"}, "attachments": []}
-
-
-def tagging(external_userid: str) -> dict[str, object]:
-    return {"userid": "zhangsan", "external_userid": external_userid, "add_tag": ["et-hot"], "remove_tag": []}
 
 
 async def test_success_is_done_with_the_result(

@@ -11,15 +11,11 @@ import aiohttp
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory
 from scrm.models import CommandStatus
-from tests.outbox.support import add_command, commands_by_key, drain, make_dispatcher
+from tests.outbox.support import add_command, commands_by_key, drain, make_dispatcher, tagging
 from tests.wecom.backends import Backend
 from tests.wecom.fake_api import EXT, FakeClock, RunningFake
 
 MARK_TAG = f"{EXT}/mark_tag"
-
-
-def tagging(external_userid: str) -> dict[str, object]:
-    return {"userid": "zhangsan", "external_userid": external_userid, "add_tag": ["et-hot"], "remove_tag": []}
 
 
 async def test_a_full_api_window_postpones_without_spending_attempts(
