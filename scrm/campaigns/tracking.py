@@ -1,7 +1,7 @@
 """What happened to each batch after planning, kept in the database (the WeCom calls are in ``bot``).
 
 - :func:`sync_batches` moves a queued batch on once its outbox command is final: ``done`` → created (msgid,
-  targets in WeCom's fail_list marked failed), ``failed``/``dead``/``expired`` → failed.
+  targets unsent until tracked, those in WeCom's fail_list failed), ``failed``/``dead``/``expired`` → failed.
 - :func:`claim_for_tracking` hands out created batches whose ``next_track_at`` has come, pushing that time
   on by a lease first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two leaders never poll one batch at once
   and a crash mid-poll only delays it.
@@ -127,6 +127,15 @@ async def sync_batches(
                 # long after planning): reminders, the polling phases and giving up count from it
                 batch.created_at = command.finished_at or now
                 batch.next_track_at = now + times.first
+                await session.exec(  # the task exists: its groups wait for the owner (send_result status 0)
+                    update(CampaignTarget)
+                    .where(
+                        col(CampaignTarget.run_id) == batch.run_id,
+                        col(CampaignTarget.batch_no) == batch.batch_no,
+                        col(CampaignTarget.status) == TargetStatus.PLANNED.value,
+                    )
+                    .values(status=TargetStatus.UNSENT.value, updated_at=now)
+                )
                 for offset in range(0, len(failed), IN_CHUNK):
                     chunk = failed[offset : offset + IN_CHUNK]
                     await session.exec(
