@@ -4,7 +4,7 @@ the real outbox dispatcher and WeCom client, and the campaign ticks, all on one 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -85,49 +85,12 @@ class CampaignWorld:
 
     async def seed_groups(self, owners: int, groups_per_owner: int, *, dealers: int = 1, members: int = 3) -> None:
         """``owners`` staff, each owning ``groups_per_owner`` active groups, in the emulator and the database."""
-        state = self.state
-        async with transaction(self.sessions) as session:
-            await ensure_corp(session, TEST_CORP_ID)
-            for d in range(dealers):
-                code = f"D{d:03d}"
-                state.add_dealer(code, f"经销商{d:03d}", "北京")
-                session.add(Dealer(corp_id=TEST_CORP_ID, code=code, name=f"经销商{d:03d}", city="北京"))
-            await session.flush()
-            dealer_ids = {
-                d.code: d.id for d in (await session.exec(select(Dealer).where(Dealer.corp_id == TEST_CORP_ID))).all()
-            }
-            groups: list[dict[str, Any]] = []
-            for o in range(owners):
-                userid, code = owner_id(o), f"D{o % dealers:03d}"
-                state.add_staff(userid, f"群主{o:04d}", code)
-                session.add(Staff(corp_id=TEST_CORP_ID, userid=userid, name=f"群主{o:04d}", dealer_id=dealer_ids[code]))
-                for g in range(groups_per_owner):
-                    cid = chat_id(o, g)
-                    customers = [
-                        state.add_contact(userid, name=f"客户{o}-{g}-{m}")["ExternalUserID"] for m in range(members)
-                    ]
-                    state.create_group(userid, f"车友群{o:04d}-{g:04d}", customers, chat_id=cid)
-                    self.chats.setdefault(userid, []).append(cid)
-                    groups.append(
-                        {
-                            "corp_id": TEST_CORP_ID,
-                            "chat_id": cid,
-                            "name": f"车友群{o:04d}-{g:04d}",
-                            "owner_userid": userid,
-                            "dealer_id": dealer_ids[code],
-                            "status": "active",
-                            "member_version": "",
-                            "member_count": members + 1,
-                            "notice": "",
-                            "tags": [],
-                            "wecom_created_at": self.clock.utcnow(),
-                            "updated_at": self.clock.utcnow(),
-                        }
-                    )
-            await session.flush()
-            if groups:
-                conn = await session.connection()
-                await conn.execute(insert(CustomerGroup.__table__), groups)  # type: ignore[attr-defined]
+        sizes = [groups_per_owner] * owners
+        seeded = await seed_owner_groups(
+            self.state, self.sessions, sizes, now=self.clock.utcnow(), dealers=dealers, members=members
+        )
+        for owner, chats in seeded.items():
+            self.chats.setdefault(owner, []).extend(chats)
 
     async def save(self, campaign: CampaignSpec, *, by: str = "operator1") -> Campaign:
         async with transaction(self.sessions) as session:
@@ -160,6 +123,63 @@ class CampaignWorld:
     async def runs(self) -> list[CampaignRun]:
         async with self.sessions() as session:
             return list((await session.exec(select(CampaignRun).order_by(col(CampaignRun.id)))).all())
+
+
+async def seed_owner_groups(
+    state: EmulatorState,
+    sessions: SessionFactory,
+    sizes: Sequence[int],
+    *,
+    now: datetime,
+    dealers: int = 1,
+    members: int = 0,
+) -> dict[str, list[str]]:
+    """Owner ``n`` (dealer ``n % dealers``) owns ``sizes[n]`` active groups of ``members`` customers each, in the
+    emulator and in the database (groups written in bulk); returns owner → chat ids."""
+    chats: dict[str, list[str]] = {}
+    async with transaction(sessions) as session:
+        await ensure_corp(session, TEST_CORP_ID)
+        for d in range(dealers):
+            code = f"D{d:03d}"
+            state.add_dealer(code, f"经销商{d:03d}", "北京")
+            session.add(Dealer(corp_id=TEST_CORP_ID, code=code, name=f"经销商{d:03d}", city="北京"))
+        await session.flush()
+        dealer_ids = {
+            d.code: d.id for d in (await session.exec(select(Dealer).where(Dealer.corp_id == TEST_CORP_ID))).all()
+        }
+        groups: list[dict[str, Any]] = []
+        for o, count in enumerate(sizes):
+            userid, code = owner_id(o), f"D{o % dealers:03d}"
+            state.add_staff(userid, f"群主{o:04d}", code)
+            session.add(Staff(corp_id=TEST_CORP_ID, userid=userid, name=f"群主{o:04d}", dealer_id=dealer_ids[code]))
+            for g in range(count):
+                cid = chat_id(o, g)
+                customers = [
+                    state.add_contact(userid, name=f"客户{o}-{g}-{m}")["ExternalUserID"] for m in range(members)
+                ]
+                state.create_group(userid, f"车友群{o:04d}-{g:04d}", customers, chat_id=cid)
+                chats.setdefault(userid, []).append(cid)
+                groups.append(
+                    {
+                        "corp_id": TEST_CORP_ID,
+                        "chat_id": cid,
+                        "name": f"车友群{o:04d}-{g:04d}",
+                        "owner_userid": userid,
+                        "dealer_id": dealer_ids[code],
+                        "status": "active",
+                        "member_version": "",
+                        "member_count": members + 1,
+                        "notice": "",
+                        "tags": [],
+                        "wecom_created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        await session.flush()
+        conn = await session.connection()
+        for offset in range(0, len(groups), 5000):
+            await conn.execute(insert(CustomerGroup.__table__), groups[offset : offset + 5000])  # type: ignore[attr-defined]
+    return chats
 
 
 def make_state(clock: VirtualClock) -> EmulatorState:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from sqlalchemy import insert
 from sqlmodel import col, select
 
 from bot.emulator.api import create_emulator_app
@@ -37,13 +36,9 @@ from scrm.models import (
     CampaignBatch,
     CampaignRun,
     CampaignTarget,
-    CustomerGroup,
-    Dealer,
     OutboxCommand,
-    Staff,
 )
-from scrm.sync._rows import ensure_corp
-from tests.campaigns.support import AGENT_ID, SECRET, chat_id, make_state, owner_id, spec
+from tests.campaigns.support import AGENT_ID, SECRET, make_state, seed_owner_groups, spec
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 LIANYI = Path(sys.executable).with_name("lianyi")
@@ -182,47 +177,9 @@ class CrashWorld:
     async def seed_groups(self, groups_per_owner: list[int]) -> dict[str, list[str]]:
         """Owner ``n`` owns ``groups_per_owner[n]`` active groups, in the emulator and the database (one dealer
         per owner, so each owner's groups get one text); returns owner → chat ids."""
-        now = utcnow()
-        chats: dict[str, list[str]] = {}
-        async with transaction(self.sessions) as session:
-            await ensure_corp(session, TEST_CORP_ID)
-            for o in range(len(groups_per_owner)):
-                self.state.add_dealer(f"D{o:03d}", f"经销商{o:03d}", "北京")
-                session.add(Dealer(corp_id=TEST_CORP_ID, code=f"D{o:03d}", name=f"经销商{o:03d}", city="北京"))
-            await session.flush()
-            dealer_ids = {
-                d.code: d.id for d in (await session.exec(select(Dealer).where(Dealer.corp_id == TEST_CORP_ID))).all()
-            }
-            rows: list[dict[str, Any]] = []
-            for o, count in enumerate(groups_per_owner):
-                userid, dealer_id = owner_id(o), dealer_ids[f"D{o:03d}"]
-                self.state.add_staff(userid, f"群主{o:04d}", f"D{o:03d}")
-                session.add(Staff(corp_id=TEST_CORP_ID, userid=userid, name=f"群主{o:04d}", dealer_id=dealer_id))
-                for g in range(count):
-                    cid = chat_id(o, g)
-                    self.state.create_group(userid, f"车友群{o:04d}-{g:04d}", chat_id=cid)
-                    chats.setdefault(userid, []).append(cid)
-                    rows.append(
-                        {
-                            "corp_id": TEST_CORP_ID,
-                            "chat_id": cid,
-                            "name": f"车友群{o:04d}-{g:04d}",
-                            "owner_userid": userid,
-                            "dealer_id": dealer_id,
-                            "status": "active",
-                            "member_version": "",
-                            "member_count": 1,
-                            "notice": "",
-                            "tags": [],
-                            "wecom_created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-            await session.flush()
-            conn = await session.connection()
-            for offset in range(0, len(rows), 5000):
-                await conn.execute(insert(CustomerGroup.__table__), rows[offset : offset + 5000])  # type: ignore[attr-defined]
-        return chats
+        return await seed_owner_groups(
+            self.state, self.sessions, groups_per_owner, now=utcnow(), dealers=len(groups_per_owner)
+        )
 
     async def save(self, campaign: CampaignSpec) -> Campaign:
         from scrm.campaigns.service import save_campaign
