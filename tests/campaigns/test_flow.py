@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from scrm.db import SessionFactory
-from scrm.models import BatchStatus, RunStatus, TargetStatus
+from sqlalchemy import update
+from sqlmodel import col
+
+from scrm.db import SessionFactory, transaction
+from scrm.models import BatchStatus, Campaign, CampaignStatus, RunStatus, TargetStatus
 from tests.campaigns.support import campaign_world, group_spec
 
 
@@ -38,3 +41,21 @@ async def test_the_planned_run_carries_its_counts(session_factory: SessionFactor
         await world.save(group_spec())
         [run] = await world.plan()
         assert (run.targets, run.skipped, run.batches, run.status) == (6, 0, 2, RunStatus.SENDING.value)
+
+
+async def test_a_stored_campaign_this_build_cannot_read_is_skipped_and_the_others_run(
+    session_factory: SessionFactory,
+) -> None:
+    async with campaign_world(session_factory) as world:
+        await world.seed_groups(owners=1, groups_per_owner=2)
+        broken = await world.save(group_spec("broken"))
+        fine = await world.save(group_spec("fine"))
+        async with transaction(session_factory) as session:
+            await session.exec(
+                update(Campaign).where(col(Campaign.id) == broken.id).values(spec={"code": "broken", "nonsense": 1})
+            )
+        runs = await world.plan()
+        assert [r.campaign_id for r in runs] == [fine.id]
+        async with session_factory() as session:
+            left = await session.get(Campaign, broken.id)
+        assert left is not None and left.status == CampaignStatus.SCHEDULED.value  # untouched, logged
