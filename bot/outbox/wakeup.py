@@ -53,7 +53,7 @@ async def relay_wakeups(
             if message is not None:
                 dispatcher.wake()
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 class OutboxWakeup:

@@ -11,7 +11,7 @@ from bot.crypto import CallbackCrypto, build_post_body
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "wecom" / "vectors.json").read_text(encoding="utf-8")
+    (Path(__file__).resolve().parents[1] / "data" / "wecom" / "vectors.json").read_text(encoding="utf-8")
 )
 
 # Wall-clock "now" of the edge under test; callbacks are stamped relative to it.
