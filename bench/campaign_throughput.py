@@ -58,9 +58,9 @@ from sqlmodel import col, select
 
 from bench.sop_due_selection import scratch_database
 from bot.emulator.limits import ApiRateLimiter
+from bot.emulator.localstack import random_aes_key
 from bot.emulator.server import start_emulator
 from bot.emulator.state import EmulatorState
-from bot.localstack import random_aes_key
 from bot.outbox.dispatcher import OutboxDispatcher
 from bot.outbox.executors import _msg_template_body
 from bot.settings import Settings, load_settings

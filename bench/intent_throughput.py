@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from sqlmodel import col, func, select
 
-from bot import migrate
+from bot.runtime import migrate
 from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.intent.classifier import Classifier
 from scrm.intent.ingest import IncomingMessage, store_message

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from bot.crypto import CallbackCrypto, build_post_body
+from bot.edge.crypto import CallbackCrypto, build_post_body
 
 CORP_ID = "wx5823bf96d3bd56c7"
 TOKEN = "QDG6eK"

@@ -1,6 +1,6 @@
 """The two servers under test, each run in its own process: ``python -m bench.servers edge|bare``.
 
-- ``edge``: the real callback edge (:class:`bot.edge.CallbackEdge`) over the Redis Streams inbox, with
+- ``edge``: the real callback edge (:class:`bot.edge.callback.CallbackEdge`) over the Redis Streams inbox, with
   the same logging and aiohttp settings as ``lianyi serve`` (JSON log lines at INFO, no access log).
 - ``bare``: the floor: an aiohttp app whose POST /wecom/callback reads the body and answers an empty 200,
   with the same logging and aiohttp settings.
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from bench.load import AES_KEY, CORP_ID, PATH, TOKEN
-from bot.edge import CallbackEdge
+from bot.edge.callback import CallbackEdge
 from bot.inbox.redis_streams import RedisInbox
 from bot.logs import configure_logging
 from bot.redis_keys import RedisKeys

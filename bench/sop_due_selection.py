@@ -4,7 +4,7 @@
 
 What runs (see bench/README.md, "SOP due selection"):
 
-* A scratch PostgreSQL database, migrated with :func:`bot.migrate.upgrade`, dropped at the end.
+* A scratch PostgreSQL database, migrated with :func:`bot.runtime.migrate.upgrade`, dropped at the end.
 * ``--rows`` enrolments loaded server-side (``INSERT … SELECT generate_series``): ~98 % active and due over the
   next 90 days, ~1 % due now (the shipped ``new_customer_nurture`` template at its day-1 step, with their
   contacts, follow relations, staff and dealers), ~1 % completed; then ``VACUUM (ANALYZE)``.
@@ -48,7 +48,7 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import migrate
+from bot.runtime import migrate
 from scrm.db import SessionFactory, make_engine
 from scrm.models import OutboxCommand, SopEnrolment, SopStepRun
 from scrm.sop.catalog import Catalog, CatalogHolder, catalog_for

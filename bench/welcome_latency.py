@@ -4,7 +4,7 @@
 
 What runs (see bench/README.md, "Welcome latency"):
 
-* PostgreSQL: a scratch database, migrated with :func:`bot.migrate.upgrade`, dropped at the end. Redis: a
+* PostgreSQL: a scratch database, migrated with :func:`bot.runtime.migrate.upgrade`, dropped at the end. Redis: a
   unique key prefix (inbox streams, token cache, rate limits, wake-ups), deleted at the end.
 * The WeCom emulator (default scenario: 8 dealers, 21 members) in this process, with WeCom's documented
   limits: 10,000 calls a minute and 150,000 an hour per API per corp, welcome codes valid once for 20 s.
@@ -40,12 +40,12 @@ from sqlmodel import col, select
 from bench.welcome_load import SendReport, direct_round_trip, run_open_loop, summary_ms, welcome_latencies
 from bench.welcome_stack import LianyiProcesses, scratch_database, scratch_redis_prefix
 from bot.emulator.callbacks import CallbackDriver
+from bot.emulator.localstack import random_aes_key
 from bot.emulator.scenario import build_state as build_emulator_state
 from bot.emulator.scenario import load_scenario
 from bot.emulator.server import start_emulator
 from bot.emulator.state import EmulatorState
-from bot.fullsync import FullSync
-from bot.localstack import random_aes_key
+from bot.runtime.fullsync import FullSync
 from bot.settings import Settings, load_settings
 from bot.wecom.client import build_wecom_client
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction

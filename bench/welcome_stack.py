@@ -1,6 +1,6 @@
 """The system under test of ``bench.welcome_latency``: scratch PostgreSQL + Redis, and `lianyi serve` processes.
 
-* :func:`scratch_database` creates a fresh PostgreSQL database, migrates it with :func:`bot.migrate.upgrade`
+* :func:`scratch_database` creates a fresh PostgreSQL database, migrates it with :func:`bot.runtime.migrate.upgrade`
   and drops it afterwards; :func:`scratch_redis_prefix` yields a unique key prefix and deletes its keys.
 * :class:`LianyiProcesses` starts one ``lianyi serve --roles …`` subprocess per role group (the first group
   must hold ``edge``), waits until each answers ``/healthz``, and samples their CPU time from ``/proc``.
@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
 
-from bot import migrate
+from bot.runtime import migrate
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -2,7 +2,7 @@
 
 The token carries the original url and who it was sent to, signed with HMAC-SHA256 (truncated to 16
 bytes): ``b64url(json {u, c, e, s}) + "." + b64url(mac)``, base64 without padding. Nothing is stored
-when a link is wrapped; the click handler (``bot.links_route``) verifies the token, records the click
+when a link is wrapped; the click handler (``bot.web.links``) verifies the token, records the click
 with :func:`record_click` and redirects. ``contact.silent`` counts from ``Contact.last_active_at``.
 """
 

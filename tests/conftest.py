@@ -24,7 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import migrate
+from bot.runtime import migrate
 from bot.settings import Settings, load_settings
 from scrm.db import SessionFactory, make_engine, make_session_factory
 

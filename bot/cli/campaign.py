@@ -20,10 +20,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.campaign_wiring import campaign_policy
 from bot.cli.leads import table
+from bot.runtime.campaign_wiring import campaign_policy
+from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings, load_settings
-from bot.sop_wiring import link_signer
 from scrm.campaigns import service
 from scrm.campaigns.content import check_content
 from scrm.campaigns.planner import build_plan

@@ -26,7 +26,7 @@ from bot.logs import configure_logging
 @click.option("--exit", "exit_after", is_flag=True, help="Exit after the report instead of keeping the server up.")
 def demo_command(port: int, db_path: Path, scenario_path: str | None, seed: int | None, exit_after: bool) -> None:
     """Run the whole loop on SQLite with the WeCom emulator and simulated customers."""
-    from bot.demo import demo_main  # the whole runtime; imported only when needed
+    from bot.emulator.demo import demo_main  # the whole runtime; imported only when needed
 
     configure_logging("WARNING", json_lines=False)
     code = 130

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import click
 from sqlmodel import col, select
 
-from bot.leads_api import local_day_range, staff_token_secret
 from bot.settings import Settings, load_settings
+from bot.web.leads_api import local_day_range, staff_token_secret
 from scrm.db import make_engine, make_session_factory
 from scrm.db_types import utcnow
 from scrm.leads.actions import LeadActionError

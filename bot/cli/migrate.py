@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from bot import migrate as migrations
+from bot.runtime import migrate as migrations
 from bot.settings import load_storage_settings
 
 

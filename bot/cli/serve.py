@@ -8,8 +8,8 @@ import logging
 import click
 from aiohttp import web
 
-from bot import migrate as migrations
 from bot.logs import configure_logging
+from bot.runtime import migrate as migrations
 from bot.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 @click.option("--port", default=None, type=int, help="Override LIANYI_PORT.")
 def serve_command(roles: str, host: str | None, port: int | None) -> None:
     """Run Lianyi: receive WeCom callbacks, process them, talk back to WeCom."""
-    from bot.app import create_app  # the whole runtime; imported only when serving
-    from bot.runtime import parse_roles
+    from bot.runtime.app import create_app  # the whole runtime; imported only when serving
+    from bot.runtime.assembly import parse_roles
 
     settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)

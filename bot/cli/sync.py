@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.fullsync import STEP_LABELS, STEPS, FullSync, SyncReport
 from bot.logs import configure_logging
+from bot.runtime.fullsync import STEP_LABELS, STEPS, FullSync, SyncReport
 from bot.settings import Settings, load_settings
 from bot.wecom.client import build_wecom_client
 from scrm.db import make_engine, make_session_factory

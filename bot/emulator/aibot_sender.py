@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.crypto import CallbackCrypto
+from bot.edge.crypto import CallbackCrypto
 
 
 def aibot_text_message(

@@ -2,7 +2,7 @@
 
 :func:`render_xml` turns a world action's fields into the plaintext XML (CDATA for strings, numbers bare,
 ``MemChangeList`` as ``<Item>`` elements). :class:`CallbackDriver` encrypts it with
-:class:`bot.crypto.CallbackCrypto`, signs it, and POSTs ``?msg_signature&timestamp&nonce`` with WeCom's
+:class:`bot.edge.crypto.CallbackCrypto`, signs it, and POSTs ``?msg_signature&timestamp&nonce`` with WeCom's
 behaviour (90238): an answer must be HTTP 200 within 5 s, anything else (another status, a timeout, a
 dropped connection) is retried, three attempts in all.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.crypto import CallbackCrypto, build_post_body
+from bot.edge.crypto import CallbackCrypto, build_post_body
 
 log = logging.getLogger(__name__)
 

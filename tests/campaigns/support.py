@@ -15,11 +15,11 @@ import yaml
 from sqlalchemy import insert
 from sqlmodel import col, select
 
-from bot.campaign_wiring import track_once
 from bot.emulator.clock import VirtualClock
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.emulator.state import EmulatorState
 from bot.outbox.dispatcher import OutboxDispatcher
+from bot.runtime.campaign_wiring import track_once
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.campaigns.service import run_due, save_campaign
 from scrm.campaigns.spec import CampaignSpec

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from bot import migrate
+from bot.runtime import migrate
 from scrm.db import make_engine
 from scrm.models import metadata
 from tests.conftest import _pg_admin, pg_async_url

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import AppSpec, CorpSpec, DealerSpec, Scenario, StaffSpec
 from bot.emulator.state import EmulatorState
-from bot.localstack import LocalStack
 from scrm.channel import build_state
 from tests.e2e.serve_env import serve_env
 

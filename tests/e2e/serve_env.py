@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bot.localstack import LocalStack
+from bot.emulator.localstack import LocalStack
 
 
 def serve_env(stack: LocalStack, instance: str, **extra: str) -> dict[str, str]:

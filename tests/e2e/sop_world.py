@@ -1,10 +1,10 @@
 """The world of an SOP end-to-end run: a SOP folder, customers added through the emulator, a virtual clock moved in
 ticks, and what the emulator and the database recorded, in China time.
 
-:class:`SopWorld` drives a :class:`~bot.localstack.LocalStack` started without the scheduler role: the test is the
-scheduler. Each tick moves the shared :class:`~bot.emulator.clock.VirtualClock` forward, runs the SOP engine's
-tick functions at the new instant and waits (on the database) until every command it wrote reached WeCom, so the
-emulator records each delivery at the virtual instant the engine ran the step.
+:class:`SopWorld` drives a :class:`~bot.emulator.localstack.LocalStack` started without the scheduler role:
+the test is the scheduler. Each tick moves the shared :class:`~bot.emulator.clock.VirtualClock` forward, runs
+the SOP engine's tick functions at the new instant and waits (on the database) until every command it wrote
+reached WeCom, so the emulator records each delivery at the virtual instant the engine ran the step.
 
 The timing helpers below (``wall_time_on_or_after``, ``next_allowed_minute``) restate the template and policy rules
 on their own, as the test's oracle: they do not call the engine's timing or policy code.
@@ -27,8 +27,8 @@ from sqlmodel import select
 
 from bot.emulator.clock import VirtualClock
 from bot.emulator.counters import GroupSendDelivery
+from bot.emulator.localstack import LocalStack
 from bot.emulator.state import EmulatorState
-from bot.localstack import LocalStack
 from scrm.channel import build_state
 from scrm.db import SessionFactory
 from scrm.models import OutboxCommand, SopEnrolment, SopStepRun

@@ -19,8 +19,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.campaign_wiring import track_once
 from bot.emulator.group_owners import NEVER_CONFIRMS, GroupSendOwners, OwnerProfile
+from bot.runtime.campaign_wiring import track_once
 from bot.wecom.client import build_wecom_client
 from scrm.campaigns.tracking import DEFAULT_POLL
 from scrm.db_types import utcnow

@@ -17,9 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
-from bot.runtime import Role
+from bot.runtime.assembly import Role
 from tests.e2e.db_view import comparable, database_snapshot, diff
 from tests.e2e.serve_env import serve_env
 

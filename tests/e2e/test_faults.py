@@ -10,8 +10,8 @@ import asyncio
 import pytest
 from sqlmodel import select
 
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
 from scrm.models import CommandStatus, OutboxCommand
 from tests.e2e.db_view import comparable, database_snapshot, diff
 

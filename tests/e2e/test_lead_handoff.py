@@ -26,9 +26,9 @@ import pytest
 from sqlmodel import col, select
 
 from bot.emulator.advisors import NEVER_ACCEPTS, AdvisorProfile, EmulatedPeople, LianyiEndpoints
-from bot.leads_api import staff_token_secret
-from bot.localstack import LocalStack
-from bot.runtime import Role
+from bot.emulator.localstack import LocalStack
+from bot.runtime.assembly import Role
+from bot.web.leads_api import staff_token_secret
 from scrm.db_types import utcnow
 from scrm.leads.staff_tokens import issue
 from scrm.models import Contact, CustomerTransfer, Lead, LeadEvent

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.demo import run_demo_loop
+from bot.emulator.demo import run_demo_loop
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
 from tests.e2e.db_view import comparable, database_snapshot, diff
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
-from bot.runtime import Role
+from bot.runtime.assembly import Role
 from scrm.db import write_transaction
 from scrm.db_types import utcnow
 from scrm.models import FollowRelation, OutboxCommand, SopEnrolment, SopStepRun

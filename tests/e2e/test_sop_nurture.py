@@ -19,9 +19,9 @@ import pytest
 
 from bot.emulator.clock import VirtualClock
 from bot.emulator.groupmsg_records import RECIPIENT_QUOTA_HIT, RECIPIENT_SENT, GroupSendQuota, QuotaMode
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
-from bot.runtime import Role
+from bot.runtime.assembly import Role
 from scrm.db import write_transaction
 from scrm.db_types import utcnow
 from scrm.lifecycle import change_stage

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import col, select
 
-from bot.edge import CallbackEdge
+from bot.edge.callback import CallbackEdge
 from bot.inbox.base import Inbox
 from bot.inbox.sql import SqlInbox
 from bot.metrics import REGISTRY
@@ -69,14 +69,14 @@ def stored_rows(session_factory: SessionFactory) -> Rows:
 
 @pytest.fixture
 def edge_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    caplog.set_level(logging.INFO, logger="bot.edge")
+    caplog.set_level(logging.INFO, logger="bot.edge.callback")
     yield caplog
 
 
 @pytest.fixture(autouse=True)
 def _edge_never_hides_a_bug(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """The edge answers 400/503 on an unexpected exception; a test must still fail when that happens."""
-    caplog.set_level(logging.INFO, logger="bot.edge")
+    caplog.set_level(logging.INFO, logger="bot.edge.callback")
     yield
     internal = [r for r in caplog.records if getattr(r, "reason", None) == "internal_error"]
     assert not internal, f"the edge hit an unexpected exception: {internal[0].getMessage()}"
@@ -87,7 +87,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [
         {"reason": r.reason, "status": r.status, "message": r.getMessage()}
         for r in caplog.records
-        if r.name == "bot.edge" and hasattr(r, "reason") and hasattr(r, "status")
+        if r.name == "bot.edge.callback" and hasattr(r, "reason") and hasattr(r, "status")
     ]
 
 

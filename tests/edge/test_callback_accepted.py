@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.events import parse_event
+from bot.edge.events import parse_event
 from bot.inbox.base import InboxItem, InboxUnavailable
 from bot.inbox.sql import SqlInbox
 from bot.metrics import render_metrics

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from wechatpy.crypto.pkcs7 import PKCS7Encoder
 
-from bot.crypto import (
+from bot.edge.crypto import (
     BadSignature,
     BadTimestamp,
     CallbackCrypto,
@@ -21,7 +21,7 @@ from bot.crypto import (
     build_post_body,
     check_timestamp,
 )
-from bot.xmlparse import parse_xml_fields
+from bot.edge.xmlparse import parse_xml_fields
 from scrm.errors import LianyiError, SettingsError
 from tests.edge.wecom_callbacks import VECTORS
 

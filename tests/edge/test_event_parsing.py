@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import events as ev
-from bot.xmlparse import parse_xml_fields
+from bot.edge import events as ev
+from bot.edge.xmlparse import parse_xml_fields
 from tests.edge.wecom_callbacks import inner_xml
 
 CORP = "wx5823bf96d3bd56c7"

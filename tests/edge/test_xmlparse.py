@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.xmlparse import MAX_DEPTH, MalformedXml, parse_xml_fields
+from bot.edge.xmlparse import MAX_DEPTH, MalformedXml, parse_xml_fields
 from scrm.errors import LianyiError
 from tests.edge.wecom_callbacks import VECTORS
 

@@ -1,4 +1,4 @@
-"""Both parsing paths of bot.xmlparse (C fast path for small DTD-free documents, expat handlers otherwise)
+"""Both parsing paths of bot.edge.xmlparse (C fast path for small DTD-free documents, expat handlers otherwise)
 give the same fields and the same refusals."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.xmlparse import FAST_PATH_MAX_CHARS, MAX_DEPTH, MalformedXml, parse_xml_fields
+from bot.edge.xmlparse import FAST_PATH_MAX_CHARS, MAX_DEPTH, MalformedXml, parse_xml_fields
 
 GROUP_UPDATE = (
     "<xml>\n<ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName>\n"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.crypto import CallbackCrypto, build_post_body
+from bot.edge.crypto import CallbackCrypto, build_post_body
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 VECTORS: dict[str, Any] = json.loads(

@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 from wechatpy.work.crypto import WeChatCrypto
 
+from bot.edge.events import GroupUpdated, parse_event
+from bot.edge.xmlparse import parse_xml_fields
 from bot.emulator.callbacks import CallbackDriver, render_xml
 from bot.emulator.state import EmulatorState
-from bot.events import GroupUpdated, parse_event
 from bot.settings import Settings
-from bot.xmlparse import parse_xml_fields
 from tests.conftest import make_settings
 
 Behaviour = Callable[[int], Awaitable[web.Response]]

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from wechatpy.work.crypto import WeChatCrypto
 
-from bot.events import ContactAdded, parse_event
-from bot.xmlparse import parse_xml_fields
+from bot.edge.events import ContactAdded, parse_event
+from bot.edge.xmlparse import parse_xml_fields
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 SCENARIO = """

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from bot.edge.events import ContactAdded, ContactDeletedByStaff, TransferFailed, parse_event
 from bot.emulator.clock import ManualClock
 from bot.emulator.scenario import Scenario, build_state, load_scenario
 from bot.emulator.state import EmulatorState
-from bot.events import ContactAdded, ContactDeletedByStaff, TransferFailed, parse_event
 from tests.emulator.conftest import Api
 
 DAY = 86_400

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.emulator.state import EmulatorState, WorldError
-from bot.events import (
+from bot.edge.events import (
     ContactAdded,
     ContactDeletedByStaff,
     ContactEdited,
@@ -20,6 +19,7 @@ from bot.events import (
     TransferFailed,
     parse_event,
 )
+from bot.emulator.state import EmulatorState, WorldError
 from tests.emulator.conftest import Api
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlmodel import col, select
 
-from bot.aibot import AiBotEndpoint
+from bot.edge.aibot import AiBotEndpoint
 from bot.emulator.aibot_sender import AiBotSender, aibot_text_message
 from bot.settings import Settings
 from scrm.db import SessionFactory

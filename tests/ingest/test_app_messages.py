@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from bot.events import parse_event
-from bot.handlers import register_sync_handlers
-from bot.router import HandlerContext, Router
+from bot.edge.events import parse_event
+from bot.runtime.handlers import register_sync_handlers
+from bot.runtime.router import HandlerContext, Router
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlmodel import select
 
-from bot.ingest_api import IngestApi
 from bot.settings import Settings
+from bot.web.ingest_api import IngestApi
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import IntentSignal, Message

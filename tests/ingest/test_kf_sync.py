@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from sqlmodel import col, select
 
+from bot.edge.events import parse_event
 from bot.emulator.server import RunningEmulator
 from bot.emulator.state import EmulatorState
-from bot.events import parse_event
-from bot.handlers import register_sync_handlers
-from bot.kf_sync import KfSync, stored_cursor
-from bot.router import HandlerContext, Router
+from bot.runtime.handlers import register_sync_handlers
+from bot.runtime.kf_sync import KfSync, stored_cursor
+from bot.runtime.router import HandlerContext, Router
 from bot.settings import Settings
 from bot.wecom.client import build_wecom_client
 from scrm.db import SessionFactory
@@ -26,7 +26,7 @@ from tests.ingest.conftest import OPEN_KFID, SOP_DIR
 
 CHILD = r"""
 import asyncio, sys
-from bot.kf_sync import KfSync
+from bot.runtime.kf_sync import KfSync
 from bot.wecom.client import build_wecom_client
 from bot.settings import load_settings
 from scrm.db import make_engine, make_session_factory

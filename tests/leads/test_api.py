@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
-from bot.leads_api import LeadsApi, staff_token_secret
-from bot.runtime import Role
+from bot.runtime.app import create_app
+from bot.runtime.assembly import Role
+from bot.web.leads_api import LeadsApi, staff_token_secret
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads.services import LeadServices
 from scrm.leads.staff_tokens import derive_secret, issue

@@ -11,17 +11,17 @@ import aiohttp
 import pytest
 from sqlmodel import col, select
 
+from bot.edge.events import parse_event
+from bot.edge.xmlparse import parse_xml_fields
 from bot.emulator.base import Fields
 from bot.emulator.callbacks import render_xml
 from bot.emulator.clock import VirtualClock
 from bot.emulator.state import EmulatorState
-from bot.events import parse_event
-from bot.handlers import register_sync_handlers
-from bot.lead_transfers import poll_transfers, transfer_ticks
 from bot.outbox.dispatcher import OutboxDispatcher
-from bot.router import HandlerContext, Router
+from bot.runtime.handlers import register_sync_handlers
+from bot.runtime.lead_transfers import poll_transfers, transfer_ticks
+from bot.runtime.router import HandlerContext, Router
 from bot.wecom.client import WeComClient
-from bot.xmlparse import parse_xml_fields
 from scrm.db import SessionFactory, transaction
 from scrm.leads.transfers import request_transfer
 from scrm.models import (

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from sqlmodel import select
 
-from bot.leader import RedisLeader, SingleProcessLeader
 from bot.redis_keys import RedisKeys
-from bot.scheduler import LeaderScheduler, TickSpec, maintenance_ticks
+from bot.runtime.leader import RedisLeader, SingleProcessLeader
+from bot.runtime.scheduler import LeaderScheduler, TickSpec, maintenance_ticks
 from scrm.db import SessionFactory, transaction
 from scrm.models import Corp, CustomerGroup, OutboxCommand
 

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from bot import metrics
-from bot.demo import run_demo_loop
+from bot.emulator.demo import run_demo_loop
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from bot.localstack import LocalStack
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, create_sqlite_database
 
 LIANYI = Path(sys.executable).with_name("lianyi")

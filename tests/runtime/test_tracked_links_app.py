@@ -9,9 +9,9 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from bot.app import RUNTIME_KEY, create_app
-from bot.runtime import Role
-from bot.sop_wiring import link_signer
+from bot.runtime.app import RUNTIME_KEY, create_app
+from bot.runtime.assembly import Role
+from bot.runtime.sop_wiring import link_signer
 from scrm.db import write_transaction
 from scrm.models import Contact, IntentSignal, Message
 from scrm.sync._rows import ensure_corp

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import col, select
 
-from bot.links_route import add_link_routes
+from bot.web.links import add_link_routes
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
 from scrm.links import MAX_TOKEN_CHARS, LinkError, LinkSigner, TrackedLink, record_click
 from scrm.models import AuditLog, Contact, Corp
@@ -229,7 +229,7 @@ async def test_database_down_still_redirects(tmp_path: Path, start: Started, cap
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'lianyi.db'}")
     try:
         client = await start(make_session_factory(engine), lambda: T0)
-        with caplog.at_level(logging.ERROR, logger="bot.links_route"):
+        with caplog.at_level(logging.ERROR, logger="bot.web.links"):
             response = await client.get(f"/l/{token_of(wrap())}", allow_redirects=False)
         assert response.status == 302
         assert response.headers["Location"] == PAGE

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from bot.emulator.clock import ManualClock
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.emulator.state import EmulatorState
-from bot.fullsync import FullSync
+from bot.runtime.fullsync import FullSync
 from bot.settings import Settings
 from bot.wecom.client import WeComClient, build_wecom_client
 from bot.wecom.errors import RetryableError

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from bot.edge.events import known_event_types, parse_event
 from bot.emulator.clock import ManualClock
 from bot.emulator.state import EmulatorState
-from bot.events import known_event_types, parse_event
-from bot.handlers import register_sync_handlers
-from bot.router import HandlerContext, Router
+from bot.runtime.handlers import register_sync_handlers
+from bot.runtime.router import HandlerContext, Router
 from bot.settings import Settings
 from scrm.channel import build_state
 from scrm.commands import CommandKind
@@ -145,7 +145,7 @@ async def test_unknown_events_are_logged_only(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     before = await dump(session_factory)
-    caplog.set_level("INFO", logger="bot.handlers")
+    caplog.set_level("INFO", logger="bot.runtime.handlers")
     await _deliver(router, ctx, fields)
     assert await dump(session_factory) == before
     assert parse_event(fields).event_type in caplog.text or "no sync action" in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.events import parse_event
+from bot.edge.events import parse_event
 from bot.inbox.base import InboxItem
 from tests.conftest import TEST_CORP_ID
 

@@ -11,7 +11,7 @@ from bot.inbox.base import Inbox
 from bot.inbox.redis_streams import RedisInbox
 from bot.inbox.sql import SqlInbox
 from bot.redis_keys import RedisKeys
-from bot.router import HandlerContext
+from bot.runtime.router import HandlerContext
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow

@@ -17,14 +17,14 @@ import sys
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
-from bot.events import ContactAdded, WeComEvent
+from bot.edge.events import ContactAdded, WeComEvent
 from bot.inbox.base import Inbox
 from bot.inbox.redis_streams import RedisInbox
 from bot.inbox.sql import SqlInbox
 from bot.redis_keys import RedisKeys
-from bot.router import HandlerContext, Router
+from bot.runtime.router import HandlerContext, Router
+from bot.runtime.worker import Worker
 from bot.settings import load_settings
-from bot.worker import Worker
 from scrm.db import make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
 

@@ -9,10 +9,10 @@ from click.testing import CliRunner, Result
 from sqlmodel import select
 
 from bot.cli.deadletter import deadletter
-from bot.events import WeComEvent
+from bot.edge.events import WeComEvent
 from bot.inbox.base import Inbox
-from bot.router import HandlerContext, Router
-from bot.worker import Worker
+from bot.runtime.router import HandlerContext, Router
+from bot.runtime.worker import Worker
 from scrm.db import SessionFactory
 from scrm.models import DeadLetter
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN

@@ -10,10 +10,10 @@ from collections import defaultdict
 import pytest
 from sqlmodel import select
 
-from bot.events import ContactAdded, GroupCreated, WeComEvent
+from bot.edge.events import ContactAdded, GroupCreated, WeComEvent
 from bot.inbox.base import Inbox
-from bot.router import HandlerContext, Router
-from bot.worker import Worker
+from bot.runtime.router import HandlerContext, Router
+from bot.runtime.worker import Worker
 from scrm.db import SessionFactory
 from scrm.models import DeadLetter
 from tests.worker.callbacks import contact_added, group_created, inbox_item, tag_created
@@ -71,7 +71,7 @@ async def test_event_type_without_handler_is_acked_and_logged_once(
 ) -> None:
     await inbox.put(inbox_item(tag_created("et1")))
     await inbox.put(inbox_item(tag_created("et2")))
-    with caplog.at_level(logging.WARNING, logger="bot.router"):
+    with caplog.at_level(logging.WARNING, logger="bot.runtime.router"):
         assert await make_worker(inbox, Router(), ctx).run_once() == 2
     unhandled = [r for r in caplog.records if "no handler for event type tag.created" in r.getMessage()]
     assert len(unhandled) == 1
@@ -95,12 +95,12 @@ async def test_failed_handler_is_retried_with_backoff_then_succeeds(
     item = inbox_item(contact_added("wmBBB", 1))
     await inbox.put(item)
     worker = make_worker(inbox, router, ctx, max_attempts=5, backoff_base=0.05, claim_block_ms=50)
-    with caplog.at_level(logging.WARNING, logger="bot.worker"):
+    with caplog.at_level(logging.WARNING, logger="bot.runtime.worker"):
         async with asyncio.timeout(30):
             await worker.run(stop)
 
     assert attempts == [item.dedup_key] * 3
-    failures = [r.getMessage() for r in caplog.records if r.name == "bot.worker"]
+    failures = [r.getMessage() for r in caplog.records if r.name == "bot.runtime.worker"]
     assert len(failures) == 2
     assert f"{item.dedup_key} (attempt 1/5)" in failures[0] and "database hiccup #1" in failures[0]
     assert f"{item.dedup_key} (attempt 2/5)" in failures[1]

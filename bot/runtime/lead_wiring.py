@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from bot.scheduler import TickSpec
+from bot.runtime.scheduler import TickSpec
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.leads.escalation import run_sla_checks

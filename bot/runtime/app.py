@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot import metrics
-from bot.aibot import AiBotEndpoint
-from bot.edge import CallbackEdge
+from bot.edge.aibot import AiBotEndpoint
+from bot.edge.callback import CallbackEdge
 from bot.inbox.base import Delivery, InboxItem
-from bot.ingest_api import IngestApi
-from bot.leads_api import LeadsApi
-from bot.links_route import add_link_routes
-from bot.runtime import ALL_ROLES, Role, Runtime
+from bot.runtime.assembly import ALL_ROLES, Role, Runtime
 from bot.settings import Settings
+from bot.web.health import add_health_routes
+from bot.web.ingest_api import IngestApi
+from bot.web.leads_api import LeadsApi
+from bot.web.links import add_link_routes
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
@@ -42,8 +41,7 @@ def create_app(
         LeadsApi(settings, lambda: rt.session_factory, now=rt.now).add_routes(app)
     if rt.sop_links is not None:
         add_link_routes(app, rt.sop_links, lambda: rt.session_factory, rt.now, sop_dir=settings.sop_dir)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_view)
+    add_health_routes(app, rt.health)
     return app
 
 
@@ -73,14 +71,3 @@ class _RuntimeInbox:
 
     async def close(self) -> None:  # the runtime closes the real inbox
         return None
-
-
-async def healthz(request: web.Request) -> web.Response:
-    status = await request.app[RUNTIME_KEY].health()
-    ok = all(v in {"ok", "yes", "no"} for v in status.values())
-    return web.json_response({"status": "ok" if ok else "degraded", **status}, status=200 if ok else 503)
-
-
-async def metrics_view(request: web.Request) -> web.Response:
-    body = generate_latest(metrics.REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.leader import LeaderLock
+from bot.runtime.leader import LeaderLock
 from scrm.db import SessionFactory, transaction
 from scrm.maintenance import enqueue_stale_group_refetch, enqueue_tag_refresh
 

@@ -1,6 +1,6 @@
 """The AI bot (智能机器人) endpoint: ``/wecom/aibot``, where WeCom posts what users @-mention the bot with.
 
-Same crypto as the app callbacks (:mod:`bot.crypto`) with receive id ``""``, but JSON instead of XML: the POST
+Same crypto as the app callbacks (:mod:`bot.edge.crypto`) with receive id ``""``, but JSON instead of XML: the POST
 body is ``{"encrypt": "…"}``, signed over that ciphertext, and the plaintext is a JSON message (msgid,
 aibotid, chatid, chattype single|group, from.userid, msgtype, text.content). The URL check is a GET with an
 encrypted echostr, answered with the plaintext.
@@ -25,8 +25,8 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import select
 
-from bot.crypto import CallbackCrypto
-from bot.edge import GET_PARAMS, POST_PARAMS, CallbackRefused, authenticate, decrypt, read_callback_body
+from bot.edge.callback import GET_PARAMS, POST_PARAMS, CallbackRefused, authenticate, decrypt, read_callback_body
+from bot.edge.crypto import CallbackCrypto
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, store_message

@@ -30,13 +30,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError as SqlInterfaceError
 from sqlalchemy.exc import OperationalError as SqlOperationalError
 
-from bot.crypto import BadTimestamp, CallbackCrypto, CallbackRejected, DecryptFailed, check_timestamp
-from bot.events import UnknownEvent, WeComEvent, parse_event
-from bot.http_body import BodyTooLarge, read_body
+from bot.edge.body import BodyTooLarge, read_body
+from bot.edge.crypto import BadTimestamp, CallbackCrypto, CallbackRejected, DecryptFailed, check_timestamp
+from bot.edge.events import UnknownEvent, WeComEvent, parse_event
+from bot.edge.xmlparse import MalformedXml, parse_xml_fields
 from bot.inbox.base import Inbox, InboxItem, InboxUnavailable
 from bot.metrics import CALLBACK_ACK_SECONDS, CALLBACK_EVENTS, CALLBACKS
 from bot.settings import Settings
-from bot.xmlparse import MalformedXml, parse_xml_fields
 from scrm.errors import LianyiError
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot import metrics
-from bot.scheduler import TickSpec
+from bot.runtime.scheduler import TickSpec
+from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings
-from bot.sop_wiring import link_signer
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
 from scrm.campaigns import tracking

@@ -22,22 +22,22 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.campaign_wiring import campaign_ticks
-from bot.handlers import register_sync_handlers
 from bot.inbox.base import Inbox
 from bot.inbox.factory import make_inbox
-from bot.lead_transfers import transfer_ticks
-from bot.lead_wiring import lead_services, lead_ticks
-from bot.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.outbox.dispatcher import OutboxDispatcher
 from bot.outbox.wakeup import OutboxWakeup
 from bot.redis_keys import RedisKeys
-from bot.router import HandlerContext, Router
-from bot.scheduler import LeaderScheduler, maintenance_ticks
+from bot.runtime.campaign_wiring import campaign_ticks
+from bot.runtime.handlers import register_sync_handlers
+from bot.runtime.lead_transfers import transfer_ticks
+from bot.runtime.lead_wiring import lead_services, lead_ticks
+from bot.runtime.leader import LeaderLock, RedisLeader, SingleProcessLeader
+from bot.runtime.router import HandlerContext, Router
+from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
+from bot.runtime.sop_wiring import link_signer, sop_services, sop_ticks
+from bot.runtime.worker import Worker
 from bot.settings import Settings
-from bot.sop_wiring import link_signer, sop_services, sop_ticks
 from bot.wecom.client import WeComClient, build_wecom_client
-from bot.worker import Worker
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
 from scrm.leads import services as lead_hooks

@@ -2,7 +2,7 @@
 
 A handler is ``async def handler(event: WeComEvent, ctx: HandlerContext) -> None``. Register it with
 ``@router.on("contact.added")`` or ``router.register("contact.added", handler)``; event types are the
-``event_type`` strings of :mod:`bot.events`, checked at registration so a typo fails at start-up, not in
+``event_type`` strings of :mod:`bot.edge.events`, checked at registration so a typo fails at start-up, not in
 production. Several handlers of one type run in registration order; if one raises, the worker retries the
 whole event, so every handler must be idempotent (they are: their side effects go through the outbox's
 idempotency keys and upserts). An event type without a handler is logged once and acked.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from bot.events import WeComEvent, known_event_types
+from bot.edge.events import WeComEvent, known_event_types
 from bot.settings import Settings
 from scrm.db import SessionFactory
 

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot import migrate as migrations
+from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import ScenarioReport, load_scenario, plan_steps, run_scenario
-from bot.localstack import LocalStack
+from bot.runtime import migrate as migrations
 from scrm.db import SessionFactory
 from scrm.models import Contact, CustomerGroup, FollowRelation, GroupMember, OutboxCommand, Tag
 

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from bot.scheduler import TickSpec
+from bot.runtime.scheduler import TickSpec
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.links import LinkSigner

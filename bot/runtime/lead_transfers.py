@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
-from bot.scheduler import TickSpec
+from bot.runtime.scheduler import TickSpec
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
 from scrm.db import SessionFactory, write_transaction

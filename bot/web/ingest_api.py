@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.http_body import BodyTooLarge, read_body
+from bot.edge.body import BodyTooLarge, read_body
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import (

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from sqlmodel import select
 
 from bot import metrics
-from bot.events import parse_event
+from bot.edge.events import parse_event
 from bot.inbox.base import Delivery, Inbox
-from bot.router import HandlerContext, Router
+from bot.runtime.router import HandlerContext, Router
 from scrm.db import write_transaction
 from scrm.errors import LianyiError
 from scrm.models import DeadLetter

@@ -24,10 +24,10 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlmodel import select
 
-from bot.http_body import BodyTooLarge, read_body
-from bot.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
+from bot.edge.body import BodyTooLarge, read_body
+from bot.runtime.sop_wiring import link_secret
 from bot.settings import Settings
-from bot.sop_wiring import link_secret
+from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads import services as lead_services
 from scrm.leads.actions import ActionInput, LeadActionError, perform

@@ -1,8 +1,8 @@
 """From typed callback events to the scrm sync services: one transaction per event, then wake the outbox.
 
-Every event type of :mod:`bot.events` has exactly one entry here: a service adapter in ``_SERVICES``
+Every event type of :mod:`bot.edge.events` has exactly one entry here: a service adapter in ``_SERVICES``
 (state changes + outbox commands, committed together), a message ingester (app messages are stored; a kf
-callback runs a kf/sync_msg pass for its open_kfid, see :mod:`bot.kf_sync`) or a log-only entry in
+callback runs a kf/sync_msg pass for its open_kfid, see :mod:`bot.runtime.kf_sync`) or a log-only entry in
 ``_LOG_ONLY`` (unknown events are kept in the inbox).
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.events import (
+from bot.edge.events import (
     AppMessage,
     ContactAdded,
     ContactDeletedByStaff,
@@ -35,8 +35,8 @@ from bot.events import (
     UnknownEvent,
     WeComEvent,
 )
-from bot.kf_sync import KfSync
-from bot.router import HandlerContext, Router
+from bot.runtime.kf_sync import KfSync
+from bot.runtime.router import HandlerContext, Router
 from scrm.db import write_transaction
 from scrm.errors import LianyiError
 from scrm.intent.ingest import IncomingMessage, store_message
@@ -234,7 +234,7 @@ async def _log_event(event: WeComEvent, ctx: HandlerContext) -> None:
 
 
 def register_sync_handlers(router: Router) -> None:
-    """Register a handler for every event type :mod:`bot.events` produces."""
+    """Register a handler for every event type :mod:`bot.edge.events` produces."""
     for cls, apply in _SERVICES.items():
         router.register(cls.event_type, _service_handler(cls, apply))
     for cls, handler in _INGESTERS.items():

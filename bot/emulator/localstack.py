@@ -21,14 +21,14 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.app import RUNTIME_KEY, create_app
 from bot.emulator.callbacks import CallbackDriver
 from bot.emulator.clock import VirtualClock
 from bot.emulator.scenario import Scenario, build_state
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.emulator.state import EmulatorState
-from bot.fullsync import FullSync, SyncReport
-from bot.runtime import ALL_ROLES, Role, Runtime
+from bot.runtime.app import RUNTIME_KEY, create_app
+from bot.runtime.assembly import ALL_ROLES, Role, Runtime
+from bot.runtime.fullsync import FullSync, SyncReport
 from bot.settings import Settings, load_settings
 from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow

@@ -1,0 +1,1 @@
+"""Assembly of one process: services, worker, router + handlers, scheduler, leader election, tick wiring."""
