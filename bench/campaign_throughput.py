@@ -72,10 +72,10 @@ from scrm.campaigns.planner import build_plan
 from scrm.campaigns.service import run_due, save_campaign, spec_of
 from scrm.campaigns.spec import CampaignSpec
 from scrm.campaigns.tracking import sync_batches
+from scrm.contact_policy import Caps, Policy, QuietHours
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
 from scrm.models import Campaign, CampaignBatch, CommandStatus, CustomerGroup, Dealer, OutboxCommand, Staff
-from scrm.sop.policy import Caps, Policy, QuietHours
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 
 RESULTS_DIR = Path(__file__).with_name("results")
 CORP = "wwbenchcampaign"

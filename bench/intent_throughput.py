@@ -37,7 +37,7 @@ from scrm.intent.ingest import IncomingMessage, store_message
 from scrm.intent.normalize import normalize
 from scrm.intent.rules import load_rules
 from scrm.models import Contact, Dealer, FollowRelation, OutboxCommand, Staff, Tag, TagGroup
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "intent"

@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.cli.sop import default_sop_dir, shown_path, sop
 from bot.cli.sop_views import print_dry_run, print_rendered_steps
 from bot.settings import ENV_PREFIX, load_storage_settings
+from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.db import make_engine, make_session_factory
 from scrm.models import Corp
 from scrm.sop.dryrun import dry_run
@@ -33,8 +34,7 @@ from scrm.sop.problems import RENDER_ERROR_CODES
 from scrm.sop.render import SopRenderError
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
 from scrm.sop.spec import TemplateBundle
-from scrm.sop.subjects import ContactFacts, GroupFacts, load_contact, load_group
-from scrm.sop.timing import CHINA_TZ
+from scrm.timing import CHINA_TZ
 
 T = TypeVar("T")
 

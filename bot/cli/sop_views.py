@@ -11,13 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from scrm.sop.dryrun_report import MESSAGE_ACTIONS, REASON_CN, DryRunReport
-from scrm.sop.dryrun_simulation import trigger_context
-from scrm.sop.engine import subject_variables
-from scrm.sop.policy import Policy
-from scrm.sop.render import RenderedMessage, SopRenderer, SopRenderError
-from scrm.sop.spec import Step, TemplateBundle
-from scrm.sop.subjects import (
+from scrm.audience import (
     STAGE_CN,
     ContactFacts,
     GroupFacts,
@@ -26,7 +20,13 @@ from scrm.sop.subjects import (
     group_exit_reason,
     group_in_audience,
 )
-from scrm.sop.timing import CHINA_TZ, step_due
+from scrm.contact_policy import Policy
+from scrm.sop.dryrun_report import MESSAGE_ACTIONS, REASON_CN, DryRunReport
+from scrm.sop.dryrun_simulation import trigger_context
+from scrm.sop.engine import subject_variables
+from scrm.sop.render import RenderedMessage, SopRenderer, SopRenderError
+from scrm.sop.spec import Step, TemplateBundle
+from scrm.timing import CHINA_TZ, step_due
 
 Loc = tuple[str | int, ...]
 

@@ -27,8 +27,8 @@ from bot.wecom.errors import WeComError
 from scrm.campaigns import tracking
 from scrm.campaigns.service import run_due
 from scrm.campaigns.tracking import DEFAULT_POLL, PollTimes, TrackItem
+from scrm.contact_policy import Policy, PolicyError, load_policy
 from scrm.db import SessionFactory
-from scrm.sop.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from sqlmodel import col, select
 from bot.wecom.errors import FatalError, RateLimitedError, RetryableError
 from scrm.db import SessionFactory, transaction
 from scrm.models import Staff, SyncCheckpoint
+from scrm.rows import assign, get_or_create
 from scrm.sync import contacts, groups, staff, tags
-from scrm.sync._rows import assign, get_or_create
 
 log = logging.getLogger(__name__)
 

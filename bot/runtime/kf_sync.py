@@ -28,7 +28,7 @@ from bot.wecom.errors import WeComError
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, store_message
 from scrm.models import SyncCheckpoint
-from scrm.sync._rows import get_or_create
+from scrm.rows import get_or_create
 
 log = logging.getLogger(__name__)
 

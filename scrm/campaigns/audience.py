@@ -1,8 +1,8 @@
 """Expanding a campaign's audience into targets, in bulk, at send time.
 
-Groups: active customer groups, filtered by the SOP audience rules (:func:`scrm.sop.subjects.group_in_audience`)
+Groups: active customer groups, filtered by the SOP audience rules (:func:`scrm.audience.group_in_audience`)
 plus their creation date; the sender is the group owner. Contacts (1v1): contacts with a live follow relation,
-filtered by :func:`scrm.sop.subjects.contact_in_audience` plus the date the relation was added; the sender is
+filtered by :func:`scrm.audience.contact_in_audience` plus the date the relation was added; the sender is
 the staff member of the most recently added live relation (within ``staff`` when the audience names staff).
 A handful of queries load everything for the whole corp (groups, staff, dealers; contacts, relations, tags),
 so 10,000 groups cost milliseconds of SQL, not 10,000 round trips.
@@ -18,9 +18,9 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.audience import ContactFacts, GroupFacts, contact_in_audience, dealer_variables, group_in_audience
 from scrm.campaigns.spec import CampaignAudience
 from scrm.models import Contact, ContactTag, CustomerGroup, Dealer, FollowRelation, Staff, Tag, TagGroup
-from scrm.sop.subjects import ContactFacts, GroupFacts, contact_in_audience, dealer_variables, group_in_audience
 
 IN_CHUNK = 900  # ids per IN (...) list: below SQLite's 999 bound parameters
 

@@ -2,7 +2,7 @@
 
 One ``add_msg_template`` call carries one text for all its recipients, so targets whose rendered content is
 identical (same sender) share a batch; a text that names the group (``{{ group.name }}``) makes every group
-its own call. The context is the SOP one (:func:`scrm.sop.context.build_context`): ``group``, ``contact``,
+its own call. The context is the SOP one (:func:`scrm.templating.context.build_context`): ``group``, ``contact``,
 ``staff`` (the sender), ``dealer``, ``now``, plus ``campaign`` (code, name). Link attachments become tracked
 links with source ``campaign:<code>:<slot>``: per batch, not per customer, so tracking never splits a batch.
 """
@@ -19,9 +19,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.campaigns.spec import TEXT_MAX_BYTES, CampaignContent, canonical_json
 from scrm.errors import DomainError
-from scrm.sop.compiled import run_failure, syntax_error
-from scrm.sop.context import SAMPLE_CONTEXT, install_filters, link_attachment
 from scrm.sop.render import LinkWrapper
+from scrm.templating.compiled import run_failure, syntax_error
+from scrm.templating.context import SAMPLE_CONTEXT, install_filters, link_attachment
 
 
 class CampaignRenderError(DomainError):

@@ -34,6 +34,7 @@ from scrm.campaigns.audience import Target, expand
 from scrm.campaigns.content import CampaignRenderError, ContentRenderer, RenderedContent
 from scrm.campaigns.spec import CampaignSpec
 from scrm.commands import CommandKind, enqueue
+from scrm.contact_policy import Policy, decide
 from scrm.db_insert import insert_ignoring_conflict
 from scrm.models import (
     BatchStatus,
@@ -45,10 +46,9 @@ from scrm.models import (
     Staff,
     TargetStatus,
 )
-from scrm.sop.context import build_context
-from scrm.sop.policy import Policy, decide
 from scrm.sop.render import LinkWrapper
-from scrm.sop.touches import TouchCounts, count_touches_many, record_touches
+from scrm.templating.context import build_context
+from scrm.touches import TouchCounts, count_touches_many, record_touches
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm.campaigns.planner import link_source
 from scrm.campaigns.service import STATUS_CN, get_campaign
 from scrm.models import AuditLog, BatchStatus, Campaign, CampaignBatch, CampaignRun, CampaignTarget, TargetStatus
-from scrm.sop.timing import CHINA_TZ
+from scrm.timing import CHINA_TZ
 
 RUN_STATUS_CN = {
     "sending": "发送中",

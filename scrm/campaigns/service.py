@@ -28,6 +28,7 @@ from scrm.campaigns.content import CampaignRenderError
 from scrm.campaigns.planner import plan_run
 from scrm.campaigns.spec import CampaignSpec, slot_of
 from scrm.commands import CommandKind
+from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, transaction
 from scrm.db_insert import insert_ignoring_conflict
 from scrm.errors import DomainError
@@ -45,10 +46,9 @@ from scrm.models import (
     StaffRole,
     TargetStatus,
 )
-from scrm.sop.policy import Policy
+from scrm.rows import ensure_corp
 from scrm.sop.render import LinkWrapper
-from scrm.sop.timing import next_cron_fire
-from scrm.sync._rows import ensure_corp
+from scrm.timing import next_cron_fire
 
 log = logging.getLogger(__name__)
 

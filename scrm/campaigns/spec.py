@@ -32,8 +32,8 @@ from pydantic import BeforeValidator, Field, field_serializer, field_validator, 
 
 from scrm.config_file import ConfigFileError, load_config
 from scrm.sop.spec import Audience
-from scrm.sop.spec_fields import Attachment, Cron, Duration, StrictModel, at_most_nine, spec_error
-from scrm.sop.timing import CHINA_TZ, next_cron_fire
+from scrm.spec_fields import Attachment, Cron, Duration, StrictModel, at_most_nine, spec_error
+from scrm.timing import CHINA_TZ, next_cron_fire
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 REMINDS_PER_DAY = 3  # WeCom: remind_groupmsg_send at most three times per message in 24 hours

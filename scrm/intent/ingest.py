@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.errors import LianyiError
 from scrm.models import Message
-from scrm.sync._rows import get_or_create
+from scrm.rows import get_or_create
 
 log = logging.getLogger(__name__)
 

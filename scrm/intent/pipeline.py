@@ -42,8 +42,8 @@ from scrm.leads.actions import on_staff_message
 from scrm.leads.rules import HANDOFF_BEHAVIOURS
 from scrm.lifecycle import change_intent_level, change_stage
 from scrm.models import Contact, ContactTouch, IntentSignal, LeadScoreChange, Message, Stage
+from scrm.rows import insert_ignore
 from scrm.sop import hooks, triggers
-from scrm.sync._rows import insert_ignore
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.commands import CommandKind, enqueue
 from scrm.models import Contact, ContactTag, FollowRelation, IntentSignal, Tag, TagGroup
+from scrm.rows import assign, from_epoch, get_or_create, insert_ignore
 from scrm.sop import hooks, triggers
-from scrm.sync._rows import assign, from_epoch, get_or_create, insert_ignore
 
 log = logging.getLogger(__name__)
 

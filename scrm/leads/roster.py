@@ -36,7 +36,7 @@ from scrm.leads.roster_fields import (
 from scrm.leads.roster_yaml import read_yaml_roster
 from scrm.models import Dealer, Staff
 from scrm.models.tenancy import ROSTER_UNMATCHED
-from scrm.sync._rows import assign, ensure_corp
+from scrm.rows import assign, ensure_corp
 
 __all__ = [
     "ROSTER_UNMATCHED",

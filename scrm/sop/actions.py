@@ -16,13 +16,13 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.audience import ContactFacts, GroupFacts
 from scrm.commands import CommandKind, enqueue
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
+from scrm.rows import insert_ignore
 from scrm.sop.render import RenderedMessage, SopRenderer
 from scrm.sop.spec import Message, Step, TemplateBundle
-from scrm.sop.subjects import ContactFacts, GroupFacts
-from scrm.sop.touches import record_touch
-from scrm.sync._rows import insert_ignore
+from scrm.touches import record_touch
 
 if TYPE_CHECKING:
     from scrm.sop.engine import SopServices

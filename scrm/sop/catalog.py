@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm.sop.policy import Policy
+from scrm.contact_policy import Policy
 from scrm.sop.spec import TemplateBundle
 
 log = logging.getLogger(__name__)

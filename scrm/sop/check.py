@@ -4,7 +4,7 @@
 duplicate ids, ``start_sop`` targets, policy.yaml, tags.yaml) and then checks what loading cannot see:
 tags against ``tags.yaml``, every Jinja2 text statically (syntax, unknown variables and fields, sandbox
 escapes — refused even where rendering would never reach them, attachment counts), every message rendered
-against the sample context (:data:`scrm.sop.context.SAMPLE_CONTEXT`), and steps or schedules that can only
+against the sample context (:data:`scrm.templating.context.SAMPLE_CONTEXT`), and steps or schedules that can only
 ever fall in the policy's quiet hours. Positions are 1-based; a problem in inline ``text`` points at the
 YAML line of the template line that failed.
 
@@ -62,16 +62,16 @@ from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
 )
 
+from scrm.contact_policy import Policy
 from scrm.intent.rules import INTENT_FILE, IntentRulesError, load_rules
 from scrm.leads.rules import HANDOFF_FILE, HandoffRulesError, load_handoff_rules
-from scrm.sop.context import SAMPLE_CONTEXT, SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
-from scrm.sop.policy import Policy
-from scrm.sop.positions import SourceMap
 from scrm.sop.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_mean
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
 from scrm.sop.spec import ATTACHMENTS_MAX
-from scrm.sop.timing import cron_fires_between
+from scrm.templating.context import SAMPLE_CONTEXT, SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
+from scrm.timing import cron_fires_between
+from scrm.yaml_positions import SourceMap
 
 __all__ = ["CODES", "Problem", "check_folder", "check_loaded", "check_path"]
 

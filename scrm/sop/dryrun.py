@@ -30,12 +30,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.models import CustomerGroup, FollowRelation, SopEnrolment
-from scrm.sop.dryrun_report import READING_EVENT, READING_SCHEDULE, READING_SILENT, DryRunReport, Entry
-from scrm.sop.dryrun_simulation import Facts, Flight, Ledger, Simulation, identity
-from scrm.sop.policy import Policy
-from scrm.sop.spec import LEVELS, TemplateBundle
-from scrm.sop.subjects import (
+from scrm.audience import (
     ContactFacts,
     contact_exit_reason,
     contact_in_audience,
@@ -44,7 +39,12 @@ from scrm.sop.subjects import (
     load_contact,
     load_group,
 )
-from scrm.sop.timing import CHINA_TZ, cron_fires_between
+from scrm.contact_policy import Policy
+from scrm.models import CustomerGroup, FollowRelation, SopEnrolment
+from scrm.sop.dryrun_report import READING_EVENT, READING_SCHEDULE, READING_SILENT, DryRunReport, Entry
+from scrm.sop.dryrun_simulation import Facts, Flight, Ledger, Simulation, identity
+from scrm.sop.spec import LEVELS, TemplateBundle
+from scrm.timing import CHINA_TZ, cron_fires_between
 
 __all__ = ["DryRunReport", "dry_run"]
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from scrm.sop.timing import CHINA_TZ
+from scrm.timing import CHINA_TZ
 
 READING_EVENT = "当前符合受众和触发条件的对象，视为在开始时刻同时触发"
 READING_SILENT = "开始时已沉默满 days 天的客户立即进入；窗口内将满 days 天的客户在那一刻进入（假设一直沉默）"

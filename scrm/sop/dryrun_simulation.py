@@ -1,5 +1,5 @@
 """The dry run's simulation: enrolments stepped in time order through the engine's rules (``when``, the
-contact policy's :func:`~scrm.sop.policy.decide`, the action's own skips), against a touch ledger that starts
+contact policy's :func:`~scrm.contact_policy.decide`, the action's own skips), against a touch ledger that starts
 from the database's (:meth:`Ledger.load`, the one read) and grows with every simulated send. Nothing is
 written. A welcome step counts as sent: the add event it stands for would carry a welcome code."""
 
@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.audience import ContactFacts, GroupFacts
+from scrm.contact_policy import CAPPED_KINDS, QUOTA_KINDS, Policy, decide
 from scrm.models import ContactTouch
 from scrm.sop.dryrun_report import Conflict, DryRunReport, Entry, PlannedStep
 from scrm.sop.engine import TOUCH_KINDS, subject_variables
-from scrm.sop.policy import CAPPED_KINDS, QUOTA_KINDS, Policy, decide
 from scrm.sop.render import SopRenderer, SopRenderError
 from scrm.sop.spec import TemplateBundle
-from scrm.sop.subjects import ContactFacts, GroupFacts
-from scrm.sop.timing import CHINA_TZ, step_due
+from scrm.timing import CHINA_TZ, step_due
 
 Facts = ContactFacts | GroupFacts
 LIMIT_REASONS = frozenset({"cap_day", "cap_week", "quota", "defer_expired"})
@@ -64,7 +64,7 @@ def trigger_context(bundle: TemplateBundle, facts: Facts) -> dict[str, Any]:
 
 
 class Ledger:
-    """Touches per recipient: the database's, then the simulated ones, counted like :mod:`scrm.sop.touches`."""
+    """Touches per recipient: the database's, then the simulated ones, counted like :mod:`scrm.touches`."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy

@@ -14,7 +14,7 @@ file; new enrolments take the current version. A template deleted or disabled in
 enrolments (``cancelled``) at their next step and in the sweep after each reload.
 
 Timing: every step's due time counts from the enrolment (``after``/``at``/``weekday``, see
-:func:`scrm.sop.timing.step_due`); a step never runs before the one above it. The contact policy may move a due
+:func:`scrm.timing.step_due`); a step never runs before the one above it. The contact policy may move a due
 step (quiet hours, caps, quota) or skip it; a skip is recorded like a run, with its reason.
 """
 
@@ -29,15 +29,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.db_types import utcnow
-from scrm.models import EnrolmentStatus, SopEnrolment, SopVersion
-from scrm.sop import actions, statements
-from scrm.sop.catalog import Catalog, CatalogHolder
-from scrm.sop.context import build_context
-from scrm.sop.policy import decide
-from scrm.sop.render import SopRenderer, SopRenderError
-from scrm.sop.spec import TemplateBundle
-from scrm.sop.subjects import (
+from scrm.audience import (
     ContactFacts,
     GroupFacts,
     contact_exit_reason,
@@ -45,8 +37,16 @@ from scrm.sop.subjects import (
     load_contact,
     load_group,
 )
-from scrm.sop.timing import step_due
-from scrm.sop.touches import count_touches
+from scrm.contact_policy import decide
+from scrm.db_types import utcnow
+from scrm.models import EnrolmentStatus, SopEnrolment, SopVersion
+from scrm.sop import actions, statements
+from scrm.sop.catalog import Catalog, CatalogHolder
+from scrm.sop.render import SopRenderer, SopRenderError
+from scrm.sop.spec import TemplateBundle
+from scrm.templating.context import build_context
+from scrm.timing import step_due
+from scrm.touches import count_touches
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,14 @@ from jinja2 import (
     Template,
 )
 
-from scrm.sop.compiled import (
+from scrm.sop.spec import ATTACHMENTS_MAX, AdvisorTask, Attachment, Message, TemplateBundle
+from scrm.templating.compiled import (
     Loc,
     SopRenderError,
     compiled_for,
     run_failure,
 )
-from scrm.sop.context import AttachmentCollector, link_attachment
-from scrm.sop.spec import ATTACHMENTS_MAX, AdvisorTask, Attachment, Message, TemplateBundle
+from scrm.templating.context import AttachmentCollector, link_attachment
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.models import Contact, CustomerGroup, FollowRelation, SopEnrolment, SyncCheckpoint
+from scrm.rows import insert_ignore
 from scrm.sop.engine import SopServices
 from scrm.sop.spec import TemplateBundle
-from scrm.sop.timing import CHINA_TZ, next_cron_fire
 from scrm.sop.triggers import enrol_contact, enrol_group
-from scrm.sync._rows import insert_ignore
+from scrm.timing import CHINA_TZ, next_cron_fire
 
 log = logging.getLogger(__name__)
 

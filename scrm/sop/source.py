@@ -1,6 +1,6 @@
 """Reading an SOP folder: templates with positions, their message files, validated bundles.
 
-Every template file is read with positions (:mod:`scrm.sop.positions`); a pydantic
+Every template file is read with positions (:mod:`scrm.yaml_positions`); a pydantic
 :class:`~pydantic.ValidationError` is mapped back to the best position (:meth:`SourceMap.for_error`).
 :func:`load_folder` loads every template of a folder into a
 :class:`FolderLoad`: the valid bundles, the policy, the tag vocabulary, and every problem found on the way
@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scrm.sop.policy import Policy, PolicyError, load_policy
-from scrm.sop.positions import SourceMap, YamlSyntaxError, parse_yaml
+from scrm.contact_policy import Policy, PolicyError, load_policy
 from scrm.sop.problems import Loc, Problem, error_code, error_message, refine_loc
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from scrm.sop.tags import TagVocabulary, load_tags
+from scrm.yaml_positions import SourceMap, YamlSyntaxError, parse_yaml
 
 POLICY_FILE = "policy.yaml"
 TAGS_FILE = "tags.yaml"

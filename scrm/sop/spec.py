@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scrm.sop.spec_fields import (
+from scrm.spec_fields import (
     ATTACHMENTS_MAX,
     AdvisorTask,
     Attachment,
@@ -226,7 +226,7 @@ class Step(StrictModel):
 
     @property
     def kind(self) -> str:
-        """The policy kind of the action (see :mod:`scrm.sop.policy`)."""
+        """The policy kind of the action (see :mod:`scrm.contact_policy`)."""
         return ACTION_KIND[self.action]
 
     @property

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm.sop.positions import YamlSyntaxError, parse_yaml
 from scrm.sop.problems import Problem
+from scrm.yaml_positions import YamlSyntaxError, parse_yaml
 
 
 @dataclass(frozen=True)

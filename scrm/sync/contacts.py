@@ -32,8 +32,8 @@ from scrm.commands import CommandKind, enqueue
 from scrm.db_types import utcnow
 from scrm.leads.transfers import apply_transfer_fail
 from scrm.models import Contact, ContactTag, DeletedBy, FollowRelation
+from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
 from scrm.sop import hooks, triggers
-from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
 from scrm.sync.welcome_builtin import enqueue_builtin_welcome
 
 log = logging.getLogger(__name__)

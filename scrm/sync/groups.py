@@ -29,8 +29,8 @@ from scrm.commands import CommandKind, delay, enqueue
 from scrm.db_types import utcnow
 from scrm.intent.pipeline import on_behaviour
 from scrm.models import CustomerGroup, GroupMember, Staff
+from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create
 from scrm.sop import hooks, triggers
-from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create
 
 log = logging.getLogger(__name__)
 

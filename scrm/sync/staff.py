@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.models import Dealer, Staff
 from scrm.models.tenancy import ROSTER_UNMATCHED
-from scrm.sync._rows import assign, ensure_corp, get_or_create
+from scrm.rows import assign, ensure_corp, get_or_create
 
 # user/get ``status``: 1 active, 2 disabled, 4 not yet activated, 5 left the company
 _ACTIVE_STATUSES = {1, 4}

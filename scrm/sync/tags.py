@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.commands import CommandKind, enqueue
 from scrm.models import ContactTag, Tag, TagGroup
-from scrm.sync._rows import assign, ensure_corp, epoch, from_epoch, get_or_create
+from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create
 
 log = logging.getLogger(__name__)
 

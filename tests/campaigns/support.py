@@ -23,6 +23,7 @@ from bot.runtime.campaign_wiring import track_once
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.campaigns.service import run_due, save_campaign
 from scrm.campaigns.spec import CampaignSpec
+from scrm.contact_policy import Caps, Policy, QuietHours
 from scrm.db import SessionFactory, transaction
 from scrm.models import (
     Campaign,
@@ -33,8 +34,7 @@ from scrm.models import (
     Dealer,
     Staff,
 )
-from scrm.sop.policy import Caps, Policy, QuietHours
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, make_settings
 from tests.outbox.emulated_world import run_until_idle
 

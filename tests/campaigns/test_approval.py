@@ -12,7 +12,7 @@ from scrm.campaigns.service import CampaignError, Saved, approve, cancel, get_ca
 from scrm.campaigns.spec import CampaignSpec
 from scrm.db import SessionFactory, transaction
 from scrm.models import AuditLog, Campaign, CampaignStatus, RunStatus, Staff, StaffRole
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.campaigns.support import CampaignWorld, campaign_world, group_spec, spec
 from tests.conftest import TEST_CORP_ID
 

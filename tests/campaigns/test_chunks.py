@@ -13,7 +13,7 @@ from scrm.campaigns.planner import MAX_CHAT_IDS, MAX_EXTERNAL_USERIDS, batch_lim
 from scrm.campaigns.service import get_campaign, save_campaign, spec_of
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
 from scrm.models import CustomerGroup, Dealer, OutboxCommand, Staff
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.campaigns.support import FRIDAY_7PM, OPEN_POLICY, CampaignWorld, campaign_world, group_spec, spec
 from tests.campaigns.test_quota import seed_contacts
 from tests.conftest import TEST_CORP_ID, create_sqlite_database

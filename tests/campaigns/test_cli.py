@@ -19,7 +19,7 @@ from bot.cli import _register, cli
 from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow
 from scrm.models import CampaignBatch, CampaignRun, CommandStatus, CustomerGroup, Dealer, OutboxCommand, Staff
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "campaigns"

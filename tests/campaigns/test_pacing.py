@@ -21,7 +21,7 @@ from sqlmodel import select
 from scrm.campaigns.tracking import sync_batches
 from scrm.db import SessionFactory, transaction
 from scrm.models import CampaignBatch, CampaignRun, CommandStatus, OutboxCommand, TargetStatus
-from scrm.sop.touches import record_touches
+from scrm.touches import record_touches
 from tests.campaigns.support import CampaignWorld, campaign_world, chat_id, group_spec, owner_id
 from tests.conftest import TEST_CORP_ID
 

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import insert
 
 from bot.emulator.groupmsg_records import RECIPIENT_SENT, GroupSendQuota, QuotaMode
+from scrm.contact_policy import Caps, Policy, QuietHours
+from scrm.contact_policy import GroupSendQuota as QuotaPolicy
 from scrm.db import SessionFactory, transaction
 from scrm.models import Contact, FollowRelation, Staff, TargetStatus
-from scrm.sop.policy import Caps, Policy, QuietHours
-from scrm.sop.policy import GroupSendQuota as QuotaPolicy
-from scrm.sop.touches import TouchCounts, count_touches, count_touches_many, record_touches
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
+from scrm.touches import TouchCounts, count_touches, count_touches_many, record_touches
 from tests.campaigns.support import FRIDAY_7PM, CampaignWorld, campaign_world, group_spec, spec
 from tests.conftest import TEST_CORP_ID
 

@@ -10,9 +10,9 @@ from sqlmodel import select
 
 from scrm.campaigns.service import CampaignError, get_campaign
 from scrm.campaigns.spec import CampaignSpec, slot_of
+from scrm.contact_policy import Caps, Policy, QuietHours
 from scrm.db import SessionFactory
 from scrm.models import Campaign, CampaignStatus, OutboxCommand, RunStatus
-from scrm.sop.policy import Caps, Policy, QuietHours
 from tests.campaigns.support import CampaignWorld, campaign_world, group_spec
 from tests.conftest import TEST_CORP_ID
 

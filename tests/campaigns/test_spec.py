@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from scrm.campaigns.content import CampaignRenderError, ContentRenderer, check_content
 from scrm.campaigns.spec import CampaignContent, CampaignFileError, CampaignSpec, load_campaign_file
-from scrm.sop.context import CHINA_TZ, build_context
+from scrm.templating.context import CHINA_TZ, build_context
 
 # line numbers below refer to this file
 VALID = """\

@@ -24,10 +24,10 @@ from scrm.campaigns.tracking import (
     next_poll,
     reminder_due_at,
 )
+from scrm.contact_policy import Caps, Policy, QuietHours
 from scrm.db import SessionFactory
 from scrm.models import BatchStatus, CampaignBatch, CommandStatus, OutboxCommand, RunStatus, TargetStatus
-from scrm.sop.policy import Caps, Policy, QuietHours
-from scrm.sop.timing import CHINA_TZ
+from scrm.timing import CHINA_TZ
 from tests.campaigns.support import FRIDAY_7PM, CampaignWorld, campaign_world, group_spec, owner_id
 
 TASK_API = "externalcontact/get_groupmsg_task"

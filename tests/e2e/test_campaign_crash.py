@@ -23,9 +23,9 @@ from bot.emulator.group_owners import NEVER_CONFIRMS, GroupSendOwners, OwnerProf
 from bot.runtime.campaign_wiring import track_once
 from bot.wecom.client import build_wecom_client
 from scrm.campaigns.tracking import DEFAULT_POLL
+from scrm.contact_policy import load_policy
 from scrm.db_types import utcnow
 from scrm.models import RunStatus, TargetStatus
-from scrm.sop.policy import load_policy
 from tests.campaigns.support import AGENT_ID, SECRET, owner_id
 from tests.conftest import make_settings
 from tests.e2e.campaign_crash_world import CrashWorld, KillOnCall, crash_world, group_campaign, wait_for

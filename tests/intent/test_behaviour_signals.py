@@ -10,8 +10,8 @@ from sqlmodel import select
 
 from scrm.db import SessionFactory, write_transaction
 from scrm.models import CustomerGroup, IntentSignal
-from scrm.sop.touches import record_touch
 from scrm.sync.groups import on_group_updated
+from scrm.touches import record_touch
 from tests.intent.test_pipeline import RULES_YAML, START, make_contact, store
 from tests.sop.support import CORP, installed, services
 

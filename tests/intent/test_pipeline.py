@@ -15,7 +15,7 @@ from scrm.errors import DomainError
 from scrm.intent.pipeline import on_behaviour, on_message_stored
 from scrm.intent.rules import IntentRules
 from scrm.models import AuditLog, Contact, FollowRelation, IntentSignal, LeadScoreChange, Message, OutboxCommand
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.sop.support import CORP, add_contact, bundle, enrolments, installed, seed, services
 
 START = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 China time

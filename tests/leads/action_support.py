@@ -27,7 +27,7 @@ from scrm.models import (
     Staff,
     StaffNotification,
 )
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.conftest import TEST_AES_KEY, TEST_TOKEN
 
 CORP = "wwleadcorp"

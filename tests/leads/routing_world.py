@@ -25,7 +25,7 @@ from scrm.models import (
     Staff,
     StaffNotification,
 )
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 
 CORP = "wwroutecorp"
 CN = ZoneInfo("Asia/Shanghai")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from sqlmodel import select
 
+from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_message_stored
 from scrm.leads.actions import ActionInput, ActionOutcome, LeadActionError, on_staff_message, perform
@@ -16,7 +17,6 @@ from scrm.leads.transitions import Action
 from scrm.models import LeadStatus, Message, SopEnrolment
 from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.engine import SopServices
-from scrm.sop.policy import Policy
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from tests.leads.action_support import (
     CORP,

@@ -16,7 +16,7 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.leads.history import record_event
 from scrm.leads.metrics import DurationStats, lead_metrics
 from scrm.models import Lead
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.leads.action_support import CORP, T0, Network, add_lead, cli_env, seed_network  # noqa: F401
 
 M = timedelta(minutes=1)

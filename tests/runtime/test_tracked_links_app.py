@@ -14,7 +14,7 @@ from bot.runtime.assembly import Role
 from bot.runtime.sop_wiring import link_signer
 from scrm.db import write_transaction
 from scrm.models import Contact, IntentSignal, Message
-from scrm.sync._rows import ensure_corp
+from scrm.rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, create_sqlite_database, make_settings
 
 

@@ -10,16 +10,16 @@ from typing import Any
 import yaml
 from sqlmodel import select
 
+from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, write_transaction
 from scrm.models import Dealer, OutboxCommand, SopEnrolment, SopStepRun, Staff
+from scrm.rows import ensure_corp
 from scrm.sop import hooks
 from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.engine import SopServices
-from scrm.sop.policy import Policy
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from scrm.sop.ticks import run_due
 from scrm.sync import contacts
-from scrm.sync._rows import ensure_corp
 
 CORP = "wwsopcorp"
 # Monday 2026-03-02 10:00 China time

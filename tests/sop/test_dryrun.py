@@ -7,12 +7,12 @@ from datetime import date, datetime, timedelta
 
 from sqlmodel import select
 
+from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, write_transaction
 from scrm.models import Contact, CustomerGroup, FollowRelation, SopEnrolment
 from scrm.sop.dryrun import DryRunReport, dry_run
-from scrm.sop.policy import Policy
 from scrm.sop.spec import TemplateBundle
-from scrm.sop.touches import record_touch
+from scrm.touches import record_touch
 from tests.sop.support import CORP, MONDAY_10AM, add_contact, bundle, local, seed
 
 NURTURE = """

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, write_transaction
 from scrm.lifecycle import change_stage
 from scrm.models import CommandStatus
 from scrm.sop.catalog import CatalogHolder
 from scrm.sop.engine import SopServices
-from scrm.sop.policy import Policy
 from scrm.sop.ticks import run_due, sweep_retired
 from tests.sop.support import (
     CORP,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from scrm.sop.policy import Decision, Policy, PolicyError, decide, load_policy
-from scrm.sop.timing import CHINA_TZ
+from scrm.contact_policy import Decision, Policy, PolicyError, decide, load_policy
+from scrm.timing import CHINA_TZ
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from scrm.links import LinkSigner
-from scrm.sop.context import CHINA_TZ, SAMPLE_CONTEXT, VARIABLES, build_context
 from scrm.sop.render import TEXT_MAX_BYTES, SopRenderer, SopRenderError
 from scrm.sop.spec import Message, SopTemplate, TemplateBundle
+from scrm.templating.context import CHINA_TZ, SAMPLE_CONTEXT, VARIABLES, build_context
 
 NOW = datetime(2026, 5, 8, 2, 30, tzinfo=UTC)  # Friday 10:30 in China
 

@@ -13,11 +13,11 @@ import pytest
 
 from scrm.links import LinkSigner
 from scrm.sop.check import check_folder
-from scrm.sop.context import CHINA_TZ, FILTERS, SAMPLE_CONTEXT, VARIABLES, build_context
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, load_folder
 from scrm.sop.spec import ACTIONS, EVENTS, Audience, Exit, Message, TemplateBundle
-from scrm.sop.timing import next_cron_fire, step_due
+from scrm.templating.context import CHINA_TZ, FILTERS, SAMPLE_CONTEXT, VARIABLES, build_context
+from scrm.timing import next_cron_fire, step_due
 
 SOP_DIR = Path(__file__).resolve().parents[2] / "sop_templates"
 SHIPPED = {

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from scrm.sop.policy import Policy
-from scrm.sop.positions import Mark, YamlSyntaxError, parse_yaml
+from scrm.contact_policy import Policy
 from scrm.sop.source import load_folder, load_template, template_files
 from scrm.sop.spec import SopTemplate
 from scrm.sop.tags import TagVocabulary, load_tags
+from scrm.yaml_positions import Mark, YamlSyntaxError, parse_yaml
 
 TEMPLATE = """\
 id: nurture

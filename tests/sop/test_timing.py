@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from scrm.sop.timing import (
+from scrm.timing import (
     CHINA_TZ,
     cron_fires_between,
     next_cron_fire,

@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.contact_policy import Policy
 from scrm.models import ContactTouch
-from scrm.sop.policy import Policy
 
 _table = ContactTouch.__table__  # type: ignore[attr-defined]
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from scrm.sop.timing import parse_clock, parse_duration, parse_weekdays, validate_cron
+from scrm.timing import parse_clock, parse_duration, parse_weekdays, validate_cron
 
 ATTACHMENTS_MAX = 9
 

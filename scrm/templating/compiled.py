@@ -25,8 +25,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.errors import DomainError
-from scrm.sop.context import install_filters
 from scrm.sop.spec import TemplateBundle
+from scrm.templating.context import install_filters
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from scrm.errors import LianyiError
-from scrm.sop.timing import parse_clock
+from scrm.timing import parse_clock
 
 ACTION_KINDS = frozenset(
     {"welcome", "private_message", "advisor_task", "group_message", "tags", "notify_staff", "start_sop", "end"}
