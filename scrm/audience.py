@@ -1,5 +1,6 @@
-"""What the engine knows about an SOP's subject (a contact through one staff member, or a customer group),
-and the audience and exit rules evaluated against it."""
+"""Audiences: who an SOP step or a campaign is for. The audience format (a part of both file formats), the facts
+known about a subject (a contact through one staff member, or a customer group), loaded in one place, and the
+audience rules evaluated against them. SOP exit rules (an SOP-only idea) live in :mod:`scrm.sop.exits`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,48 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.models import Contact, ContactTag, CustomerGroup, Dealer, FollowRelation, Staff, Tag, TagGroup
-from scrm.sop.spec import Audience, Exit, TagCondition
+from scrm.spec_fields import Levels, Names, Stages, StrictModel
+
+LEVELS = ("H", "A", "B", "C")  # hottest first: H buys within ~7 days
+STAGES = ("prospect", "intent", "owner", "lost")
+GROUP_ONLY_AUDIENCE = ("group_tags", "name", "members", "owner")
+CONTACT_ONLY_AUDIENCE = ("tags", "stage", "intent_level", "channel", "staff")
+
+
+class TagCondition(StrictModel):
+    any: Names = Field(default_factory=list)
+    all: Names = Field(default_factory=list)
+    none: Names = Field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [*self.any, *self.all, *self.none]
+
+
+class MemberRange(StrictModel):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class Audience(StrictModel):
+    # contacts
+    tags: TagCondition | None = None
+    stage: Stages = Field(default_factory=list)
+    intent_level: Levels = Field(default_factory=list)
+    channel: Names = Field(default_factory=list)
+    staff: Names = Field(default_factory=list)
+    # both: the contact's dealer (channel dealer, else the staff member's) or the group's dealer
+    dealer: Names = Field(default_factory=list)
+    # groups
+    group_tags: TagCondition | None = None
+    name: str | None = None  # glob, e.g. "*车友群*"
+    members: MemberRange | None = None
+    owner: Names = Field(default_factory=list)
+
 
 STAGE_CN = {"prospect": "潜客", "intent": "意向", "owner": "车主", "lost": "战败"}
 
@@ -233,23 +271,3 @@ def group_in_audience(audience: Audience, facts: GroupFacts) -> bool:
         and (not audience.owner or facts.owner in audience.owner)
         and (not audience.dealer or facts.dealer_code in audience.dealer)
     )
-
-
-def contact_exit_reason(rule: Exit, facts: ContactFacts) -> str | None:
-    """Why a contact leaves the SOP now (an ``exit`` condition holds), or None."""
-    if rule.stage and facts.stage in rule.stage:
-        return f"stage:{facts.stage}"
-    if rule.intent_level and facts.intent_level in rule.intent_level:
-        return f"intent_level:{facts.intent_level}"
-    for tag in rule.tags_added:
-        if tag in facts.tags:
-            return f"tag:{tag}"
-    if rule.contact_deleted and not facts.relation_live:
-        return "contact_deleted"
-    return None
-
-
-def group_exit_reason(rule: Exit, facts: GroupFacts) -> str | None:
-    if rule.group_dismissed and not facts.active:
-        return "group_dismissed"
-    return None

@@ -10,7 +10,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from scrm.errors import LianyiError
-from scrm.sop.problems import error_message
+from scrm.problems import error_message
 from scrm.yaml_positions import YamlSyntaxError, parse_yaml
 
 M = TypeVar("M", bound=BaseModel)

@@ -9,11 +9,11 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
+from scrm.audience import LEVELS
 from scrm.errors import DomainError
 from scrm.leads import handoff
 from scrm.models import Contact, Stage
 from scrm.sop import hooks, triggers
-from scrm.sop.spec import LEVELS
 
 
 async def _contact(session: AsyncSession, corp_id: str, external_userid: str) -> Contact:

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import or_, update
@@ -25,6 +26,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm import audit
 from scrm.errors import LianyiError
 from scrm.models import Contact
+
+
+class LinkWrapper(Protocol):
+    """What :class:`LinkSigner` offers whoever renders messages (SOP steps, campaigns)."""
+
+    def wrap(self, url: str, *, corp_id: str, external_userid: str, source: str) -> str: ...
+
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scrm.sop.problems import Loc
+from scrm.problems import Loc
 
 
 class SopYamlLoader(yaml.SafeLoader):

@@ -29,8 +29,8 @@ from bot.settings import ENV_PREFIX, load_storage_settings
 from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.db import make_engine, make_session_factory
 from scrm.models import Corp
+from scrm.problems import RENDER_ERROR_CODES
 from scrm.sop.dryrun import dry_run
-from scrm.sop.problems import RENDER_ERROR_CODES
 from scrm.sop.render import SopRenderError
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
 from scrm.sop.spec import TemplateBundle

@@ -11,19 +11,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from scrm.audience import (
-    STAGE_CN,
-    ContactFacts,
-    GroupFacts,
-    contact_exit_reason,
-    contact_in_audience,
-    group_exit_reason,
-    group_in_audience,
-)
+from scrm.audience import STAGE_CN, ContactFacts, GroupFacts, contact_in_audience, group_in_audience
 from scrm.contact_policy import Policy
 from scrm.sop.dryrun_report import MESSAGE_ACTIONS, REASON_CN, DryRunReport
 from scrm.sop.dryrun_simulation import trigger_context
 from scrm.sop.engine import subject_variables
+from scrm.sop.exits import contact_exit_reason, group_exit_reason
 from scrm.sop.render import RenderedMessage, SopRenderer, SopRenderError
 from scrm.sop.spec import Step, TemplateBundle
 from scrm.timing import CHINA_TZ, step_due

@@ -19,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.campaigns.spec import TEXT_MAX_BYTES, CampaignContent, canonical_json
 from scrm.errors import DomainError
-from scrm.sop.render import LinkWrapper
+from scrm.links import LinkWrapper
 from scrm.templating.compiled import run_failure, syntax_error
 from scrm.templating.context import SAMPLE_CONTEXT, install_filters, link_attachment
 

@@ -36,6 +36,7 @@ from scrm.campaigns.spec import CampaignSpec
 from scrm.commands import CommandKind, enqueue
 from scrm.contact_policy import Policy, decide
 from scrm.db_insert import insert_ignoring_conflict
+from scrm.links import LinkWrapper
 from scrm.models import (
     BatchStatus,
     Campaign,
@@ -46,7 +47,6 @@ from scrm.models import (
     Staff,
     TargetStatus,
 )
-from scrm.sop.render import LinkWrapper
 from scrm.templating.context import build_context
 from scrm.touches import TouchCounts, count_touches_many, record_touches
 

@@ -32,6 +32,7 @@ from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, transaction
 from scrm.db_insert import insert_ignoring_conflict
 from scrm.errors import DomainError
+from scrm.links import LinkWrapper
 from scrm.models import (
     BatchStatus,
     Campaign,
@@ -47,7 +48,6 @@ from scrm.models import (
     TargetStatus,
 )
 from scrm.rows import ensure_corp
-from scrm.sop.render import LinkWrapper
 from scrm.timing import next_cron_fire
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_serializer, field_validator, model_validator
 
+from scrm.audience import Audience
 from scrm.config_file import ConfigFileError, load_config
-from scrm.sop.spec import Audience
 from scrm.spec_fields import Attachment, Cron, Duration, StrictModel, at_most_nine, spec_error
 from scrm.timing import CHINA_TZ, next_cron_fire
 

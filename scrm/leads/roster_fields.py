@@ -14,7 +14,7 @@ from typing import Any
 from scrm.errors import LianyiError
 from scrm.leads.calendar import HoursError, OpeningHours
 from scrm.models import StaffRole
-from scrm.sop.problems import did_you_mean
+from scrm.problems import did_you_mean
 
 DEALER_CODE = re.compile(r"[A-Za-z0-9]{1,16}")  # the `state` grammar's dealer field (scrm.channel)
 MAX_CAPACITY = 500

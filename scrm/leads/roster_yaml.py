@@ -15,7 +15,7 @@ from scrm.leads.roster_fields import (
     clean_value,
     unknown_field_message,
 )
-from scrm.sop.problems import did_you_mean
+from scrm.problems import did_you_mean
 from scrm.yaml_positions import Mark, SourceMap, YamlSyntaxError, parse_yaml
 
 _KEYS = {"dealers": "code", "staff": "userid"}

@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from scrm.audience import LEVELS
 from scrm.config_file import ConfigFileError, load_config
-from scrm.sop.spec import LEVELS
 
 __all__ = [
     "HANDOFF_FILE",

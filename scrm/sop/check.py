@@ -65,7 +65,7 @@ from jinja2.sandbox import (
 from scrm.contact_policy import Policy
 from scrm.intent.rules import INTENT_FILE, IntentRulesError, load_rules
 from scrm.leads.rules import HANDOFF_FILE, HandoffRulesError, load_handoff_rules
-from scrm.sop.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_mean
+from scrm.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_mean
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
 from scrm.sop.spec import ATTACHMENTS_MAX

@@ -30,20 +30,13 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.audience import (
-    ContactFacts,
-    contact_exit_reason,
-    contact_in_audience,
-    group_exit_reason,
-    group_in_audience,
-    load_contact,
-    load_group,
-)
+from scrm.audience import LEVELS, ContactFacts, contact_in_audience, group_in_audience, load_contact, load_group
 from scrm.contact_policy import Policy
 from scrm.models import CustomerGroup, FollowRelation, SopEnrolment
 from scrm.sop.dryrun_report import READING_EVENT, READING_SCHEDULE, READING_SILENT, DryRunReport, Entry
 from scrm.sop.dryrun_simulation import Facts, Flight, Ledger, Simulation, identity
-from scrm.sop.spec import LEVELS, TemplateBundle
+from scrm.sop.exits import contact_exit_reason, group_exit_reason
+from scrm.sop.spec import TemplateBundle
 from scrm.timing import CHINA_TZ, cron_fires_between
 
 __all__ = ["DryRunReport", "dry_run"]

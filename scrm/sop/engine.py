@@ -29,19 +29,13 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.audience import (
-    ContactFacts,
-    GroupFacts,
-    contact_exit_reason,
-    group_exit_reason,
-    load_contact,
-    load_group,
-)
+from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.contact_policy import decide
 from scrm.db_types import utcnow
 from scrm.models import EnrolmentStatus, SopEnrolment, SopVersion
 from scrm.sop import actions, statements
 from scrm.sop.catalog import Catalog, CatalogHolder
+from scrm.sop.exits import contact_exit_reason, group_exit_reason
 from scrm.sop.render import SopRenderer, SopRenderError
 from scrm.sop.spec import TemplateBundle
 from scrm.templating.context import build_context

@@ -23,17 +23,19 @@ import logging
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from jinja2 import (
     Template,
 )
 
+from scrm.links import LinkWrapper
 from scrm.sop.spec import ATTACHMENTS_MAX, AdvisorTask, Attachment, Message, TemplateBundle
 from scrm.templating.compiled import (
+    CompiledBundle,
+    CompiledBundles,
     Loc,
     SopRenderError,
-    compiled_for,
     run_failure,
 )
 from scrm.templating.context import AttachmentCollector, link_attachment
@@ -42,12 +44,6 @@ log = logging.getLogger(__name__)
 
 TEXT_MAX_BYTES = 4000  # add_msg_template / send_welcome_msg text.content limit
 DEFAULT_FILE = "default.j2"
-
-
-class LinkWrapper(Protocol):
-    """What :class:`scrm.links.LinkSigner` offers the renderer."""
-
-    def wrap(self, url: str, *, corp_id: str, external_userid: str, source: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +59,14 @@ class RenderedMessage:
 class SopRenderer:
     """Renders the messages and evaluates the ``when`` expressions of one template bundle."""
 
-    def __init__(self, bundle: TemplateBundle, *, links: LinkWrapper | None = None) -> None:
+    def __init__(
+        self, bundle: TemplateBundle, *, links: LinkWrapper | None = None, compiled: CompiledBundles | None = None
+    ) -> None:
+        """``compiled``: the process's cache of compiled bundles (the engine passes its own); without one the
+        bundle is compiled for this renderer alone."""
         self.bundle = bundle
         self.links = links
-        self._compiled = compiled_for(bundle)
+        self._compiled = compiled.get(bundle) if compiled is not None else CompiledBundle(bundle)
 
     # ---- text ---------------------------------------------------------------------------------------------
 
@@ -250,4 +250,4 @@ def _source_key(message: Message) -> str:
     return "text" if message.text else "file" if message.file else "by_channel" if message.by_channel else "attachments"
 
 
-__all__ = ["DEFAULT_FILE", "TEXT_MAX_BYTES", "LinkWrapper", "RenderedMessage", "SopRenderError", "SopRenderer"]
+__all__ = ["DEFAULT_FILE", "TEXT_MAX_BYTES", "RenderedMessage", "SopRenderError", "SopRenderer"]

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from scrm.contact_policy import Policy, PolicyError, load_policy
-from scrm.sop.problems import Loc, Problem, error_code, error_message, refine_loc
+from scrm.problems import Loc, Problem, error_code
+from scrm.sop.problems import error_message, refine_loc
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from scrm.sop.tags import TagVocabulary, load_tags
 from scrm.yaml_positions import SourceMap, YamlSyntaxError, parse_yaml

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from scrm.audience import CONTACT_ONLY_AUDIENCE, GROUP_ONLY_AUDIENCE, Audience
 from scrm.spec_fields import (
     ATTACHMENTS_MAX,
     AdvisorTask,
@@ -42,8 +43,6 @@ from scrm.spec_fields import (
 
 TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
-LEVELS = ("H", "A", "B", "C")  # hottest first: H buys within ~7 days
-STAGES = ("prospect", "intent", "owner", "lost")
 
 Kind = Literal["contact", "group"]
 
@@ -72,8 +71,6 @@ TRIGGER_FILTERS: Mapping[str, frozenset[str]] = {
     "regex": frozenset({"message.keyword"}),
     "scope": frozenset({"message.keyword"}),
 }
-GROUP_ONLY_AUDIENCE = ("group_tags", "name", "members", "owner")
-CONTACT_ONLY_AUDIENCE = ("tags", "stage", "intent_level", "channel", "staff")
 ACTIONS = (
     "welcome",
     "private_message",
@@ -146,36 +143,6 @@ class Trigger(StrictModel):
     def name(self) -> str:
         """The event name, or ``schedule`` for cron/dates triggers."""
         return self.event or "schedule"
-
-
-class TagCondition(StrictModel):
-    any: Names = Field(default_factory=list)
-    all: Names = Field(default_factory=list)
-    none: Names = Field(default_factory=list)
-
-    def names(self) -> list[str]:
-        return [*self.any, *self.all, *self.none]
-
-
-class MemberRange(StrictModel):
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-
-class Audience(StrictModel):
-    # contacts
-    tags: TagCondition | None = None
-    stage: Stages = Field(default_factory=list)
-    intent_level: Levels = Field(default_factory=list)
-    channel: Names = Field(default_factory=list)
-    staff: Names = Field(default_factory=list)
-    # both: the contact's dealer (channel dealer, else the staff member's) or the group's dealer
-    dealer: Names = Field(default_factory=list)
-    # groups
-    group_tags: TagCondition | None = None
-    name: str | None = None  # glob, e.g. "*车友群*"
-    members: MemberRange | None = None
-    owner: Names = Field(default_factory=list)
 
 
 class Exit(StrictModel):
@@ -318,19 +285,15 @@ __all__ = [
     "CONTACT_ACTIONS",
     "EVENTS",
     "GROUP_ACTIONS",
-    "LEVELS",
-    "STAGES",
     "STEP_ID",
     "TEMPLATE_ID",
     "AdvisorTask",
     "Attachment",
-    "Audience",
     "Exit",
     "Message",
     "NotifyStaff",
     "SopTemplate",
     "Step",
-    "TagCondition",
     "TemplateBundle",
     "Trigger",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrm.sop.problems import Problem
+from scrm.problems import Problem
 from scrm.yaml_positions import YamlSyntaxError, parse_yaml
 
 

@@ -16,10 +16,10 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.audience import contact_in_audience, group_in_audience, load_contact, load_group
+from scrm.audience import LEVELS, contact_in_audience, group_in_audience, load_contact, load_group
 from scrm.models import Contact, EnrolmentStatus, SopEnrolment, Tag
 from scrm.sop.engine import SopServices, advance, enrol
-from scrm.sop.spec import LEVELS, TemplateBundle
+from scrm.sop.spec import TemplateBundle
 
 log = logging.getLogger(__name__)
 

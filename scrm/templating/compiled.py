@@ -1,6 +1,6 @@
-"""Compiled SOP message templates: one sandboxed Jinja2 environment per template bundle, its loader, the
-compile cache, and the errors (with template file and line) rendering produces. :mod:`scrm.sop.render` uses
-these to render messages."""
+"""Compiled message templates: one sandboxed Jinja2 environment per template bundle (an SOP template with its
+message files), its loader, a bounded cache of compiled bundles, and the errors (with template file and line)
+rendering produces. :mod:`scrm.sop.render` renders SOP messages with these; campaigns use the same errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from jinja2 import (
     BaseLoader,
@@ -25,7 +25,6 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.errors import DomainError
-from scrm.sop.spec import TemplateBundle
 from scrm.templating.context import install_filters
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,19 @@ BUNDLE_CACHE_SIZE = 128
 
 Loc = tuple[str | int, ...]
 T = TypeVar("T")
+
+
+class TemplateFiles(Protocol):
+    """A versioned set of message files (an SOP template bundle)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def files(self) -> Mapping[str, str]: ...
 
 
 class SopRenderError(DomainError):
@@ -116,7 +128,7 @@ def syntax_error(exc: TemplateSyntaxError, file: str | None) -> SopRenderError:
 class CompiledBundle:
     """The environment and compiled templates of one bundle version (shared by its renderers)."""
 
-    def __init__(self, bundle: TemplateBundle) -> None:
+    def __init__(self, bundle: TemplateFiles) -> None:
         self.files = dict(bundle.files)
         self.env = BundleEnvironment(
             loader=BundleLoader(self.files),
@@ -178,19 +190,27 @@ def cached(store: dict[str, T | SopRenderError], key: str, build: Callable[[], T
     return found
 
 
-_compiled: OrderedDict[tuple[str, str], CompiledBundle] = OrderedDict()
+class CompiledBundles:
+    """The compiled bundles of one process, least recently used first out (at most ``size``): a bundle version
+    is compiled once however many renderers use it. Owned by the process's services, never a global."""
 
+    def __init__(self, size: int = BUNDLE_CACHE_SIZE) -> None:
+        self.size = size
+        self._bundles: OrderedDict[tuple[str, str], CompiledBundle] = OrderedDict()
 
-def compiled_for(bundle: TemplateBundle) -> CompiledBundle:
-    key = (bundle.id, bundle.version)
-    found = _compiled.get(key)
-    if found is None:
-        found = _compiled[key] = CompiledBundle(bundle)
-        while len(_compiled) > BUNDLE_CACHE_SIZE:
-            _compiled.popitem(last=False)
-    else:
-        _compiled.move_to_end(key)
-    return found
+    def get(self, bundle: TemplateFiles) -> CompiledBundle:
+        key = (bundle.id, bundle.version)
+        found = self._bundles.get(key)
+        if found is None:
+            found = self._bundles[key] = CompiledBundle(bundle)
+            while len(self._bundles) > self.size:
+                self._bundles.popitem(last=False)
+        else:
+            self._bundles.move_to_end(key)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._bundles)
 
 
 def run_failure(exc: Exception, file: str | None, files: Mapping[str, str]) -> SopRenderError:

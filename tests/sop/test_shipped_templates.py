@@ -11,11 +11,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from scrm.audience import Audience
 from scrm.links import LinkSigner
 from scrm.sop.check import check_folder
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, load_folder
-from scrm.sop.spec import ACTIONS, EVENTS, Audience, Exit, Message, TemplateBundle
+from scrm.sop.spec import ACTIONS, EVENTS, Exit, Message, TemplateBundle
 from scrm.templating.context import CHINA_TZ, FILTERS, SAMPLE_CONTEXT, VARIABLES, build_context
 from scrm.timing import next_cron_fire, step_due
 
