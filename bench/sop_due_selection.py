@@ -52,7 +52,7 @@ from bot.runtime import migrate
 from scrm.db import SessionFactory, make_engine
 from scrm.models import OutboxCommand, SopEnrolment, SopStepRun
 from scrm.sop.catalog import Catalog, CatalogHolder, catalog_for
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due
 
 ROOT = Path(__file__).resolve().parents[1]

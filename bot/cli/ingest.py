@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bot.runtime.services import build_services
 from bot.settings import Settings, load_settings
 from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
@@ -22,13 +23,16 @@ async def import_messages(settings: Settings, document: str, *, source: str) -> 
         parse_message_record(record, line=line, default_source=source) for line, record in load_records(document)
     ]
     engine = make_engine(settings.database_url)
+    services = build_services(settings)
     stored = 0
     try:
         factory = make_session_factory(engine)
         for start in range(0, len(incoming), BATCH):
             async with write_transaction(factory) as session:
                 for item in incoming[start : start + BATCH]:
-                    if await store_message(session, settings.corp_id, item, sop_dir=settings.sop_dir, now=utcnow()):
+                    if await store_message(
+                        session, settings.corp_id, item, intent=services.intent, hooks=services, now=utcnow()
+                    ):
                         stored += 1
     finally:
         await engine.dispose()

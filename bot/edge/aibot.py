@@ -31,6 +31,7 @@ from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, store_message
 from scrm.models import Staff
+from scrm.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class AiBotEndpoint:
     def __init__(
         self,
         settings: Settings,
-        session_factory: Callable[[], SessionFactory],
+        session_factory: SessionFactory,
+        services: Services,
         *,
         now: Callable[[], datetime],
         clock: Callable[[], float] = time.time,
@@ -55,6 +57,7 @@ class AiBotEndpoint:
             raise ValueError("the AI bot endpoint needs LIANYI_AIBOT_TOKEN and LIANYI_AIBOT_AES_KEY")
         self._settings = settings
         self._factory = session_factory
+        self._services = services
         self._now = now
         self._clock = clock
         self._crypto = CallbackCrypto(settings.aibot_token, settings.aibot_aes_key, AIBOT_RECEIVE_ID)
@@ -82,14 +85,17 @@ class AiBotEndpoint:
             log.debug("aibot callback acknowledged", extra={"msgtype": msgtype, "msgid": msgid})
             return False
         corp_id = self._settings.corp_id
-        async with write_transaction(self._factory()) as session:
+        async with write_transaction(self._factory) as session:
             # A known member is staff; otherwise a WeChat customer's id starts with wm/wo, anything else is staff.
             sender = _sender(message)
             stmt = select(Staff.id).where(Staff.corp_id == corp_id, Staff.userid == sender)
             known_staff = bool(sender) and (await session.exec(stmt)).first() is not None
             is_staff = known_staff or not sender.startswith(_CUSTOMER_ID_PREFIXES)
             incoming = aibot_message(message, sender_is_staff=is_staff, now=self._now())
-            return await store_message(session, corp_id, incoming, sop_dir=self._settings.sop_dir, now=self._now())
+            services = self._services
+            return await store_message(
+                session, corp_id, incoming, intent=services.intent, hooks=services, now=self._now()
+            )
 
     def _authenticate(self, sig: str, timestamp: str, nonce: str, data: str) -> None:
         authenticate(

@@ -52,7 +52,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import metrics
-from bot.outbox.executors import executor_for
+from bot.outbox.executors import ExecutorEnv, executor_for
 from bot.outbox.outcomes import OutcomeWriter
 from bot.settings import Settings
 from bot.wecom.client import WeComClient
@@ -60,6 +60,7 @@ from bot.wecom.errors import CredentialError, FatalError, LimiterRefused, Member
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import DomainError
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import CommandStatus, DeadLetter, OutboxCommand
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,12 @@ class OutboxDispatcher:
         clock: Callable[[], datetime] = utcnow,
         poll_interval: float = 0.5,
         deadline_margin: float = 1.0,
+        hooks: LifecycleHooks = NO_HOOKS,
     ) -> None:
         if lease_seconds < 10:
             raise ValueError("lease_seconds must be at least 10 (calls get three quarters of it)")
         self._sessions = session_factory
+        self._env = ExecutorEnv(session_factory, hooks)
         self._client = client
         self._max_attempts = settings.outbox_max_attempts
         self._instance_id = instance_id
@@ -273,7 +276,7 @@ class OutboxDispatcher:
             call_deadline = min(call_deadline, command.deadline)
         try:
             with self._client.deadline(call_deadline.timestamp()):
-                result = await executor(self._client, command, self._sessions)
+                result = await executor(self._client, command, self._env)
         except (MemberSlotUnavailable, LimiterRefused) as exc:  # nothing was sent: wait for the slot, attempt unspent
             await self._postpone(command, exc.retry_after or BACKOFF_BASE, str(exc))
         except CredentialError as exc:  # our configuration, not the command: keep it for a replay

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,11 +37,27 @@ from bot.wecom.client import WeComClient
 from bot.wecom.errors import FatalError
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory, write_transaction
+from scrm.intent.tags import apply_added_corp_tags
+from scrm.leads.transfers import apply_call_result
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import OutboxCommand
+from scrm.sync.contacts import apply_contact_detail
+from scrm.sync.groups import apply_group_detail
+from scrm.sync.tags import apply_corp_tag_list
 
 log = logging.getLogger(__name__)
 
-Executor = Callable[[WeComClient, OutboxCommand, SessionFactory], Awaitable[dict[str, Any]]]
+
+@dataclass(frozen=True, slots=True)
+class ExecutorEnv:
+    """What an executor may use besides the client and its command: the database, and the lifecycle hooks through
+    which what a fetch brings back (e.g. tags on a contact's detail) reaches the features that care."""
+
+    sessions: SessionFactory
+    hooks: LifecycleHooks = NO_HOOKS
+
+
+Executor = Callable[[WeComClient, OutboxCommand, ExecutorEnv], Awaitable[dict[str, Any]]]
 
 WELCOME_CODE_USED = 41051
 MAX_FOLLOW_USER_PAGES = 100  # externalcontact/get pages follow_user; a contact with >100 pages is a loop
@@ -50,7 +67,7 @@ GROUPMSG_FILTER_COMPANY = 0  # get_groupmsg_list_v2 filter_type: tasks created b
 MAX_GROUPMSG_PAGES = 50  # list pages of 100 messages / detail pages of 1000 rows scanned per lookup
 
 
-async def send_welcome(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
+async def send_welcome(client: WeComClient, command: OutboxCommand, _env: ExecutorEnv) -> dict[str, Any]:
     payload = command.payload
     try:
         return await client.send_welcome_msg(
@@ -62,7 +79,7 @@ async def send_welcome(client: WeComClient, command: OutboxCommand, _sessions: S
         raise
 
 
-async def mark_tag(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+async def mark_tag(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     """mark_tag, then read the contact back: WeCom sends no callback for API changes, and a detail fetched just
     before this call may land after the local mirror was updated, so the mirror is refreshed from WeCom."""
     payload = command.payload
@@ -74,7 +91,7 @@ async def mark_tag(client: WeComClient, command: OutboxCommand, sessions: Sessio
         list(payload.get("remove_tag") or []),
     )
     try:
-        await _fetch_and_apply(client, command.corp_id, external_userid, sessions)
+        await _fetch_and_apply(client, command.corp_id, external_userid, env)
     except Exception as exc:  # the mark itself succeeded: never repeat it because the read-back failed
         log.warning(
             "contact not read back after mark_tag; the hourly resync will",
@@ -84,20 +101,18 @@ async def mark_tag(client: WeComClient, command: OutboxCommand, sessions: Sessio
     return result
 
 
-async def send_app_message(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
+async def send_app_message(client: WeComClient, command: OutboxCommand, _env: ExecutorEnv) -> dict[str, Any]:
     """message/send once every recipient has a slot in the shared per-member limiter; without one the client
     raises MemberSlotUnavailable before sending and the dispatcher postpones the command (see its docstring)."""
     return await client.send_app_message(dict(command.payload), wait_for_slot=False)
 
 
-async def transfer_customer(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+async def transfer_customer(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     """transfer_customer (在职继承) for one customer, then the transfer row follows the answer.
 
     Not idempotent at WeCom, but safe to repeat: WeCom answers 40129 ("a transfer is in progress") for a
     customer already being transferred, so after an attempt whose answer was lost the retry learns that
     the first call got through, and the transfer is treated as waiting."""
-    from scrm.leads.transfers import apply_call_result
-
     payload = command.payload
     external_userid = str(payload["external_userid"])
     transfer_id = int(payload["transfer_id"])
@@ -110,12 +125,12 @@ async def transfer_customer(client: WeComClient, command: OutboxCommand, session
         )
     except FatalError as exc:  # the whole call was refused (e.g. an unknown member): the transfer failed
         if exc.errcode is not None:
-            async with write_transaction(sessions) as session:
+            async with write_transaction(env.sessions) as session:
                 await apply_call_result(session, transfer_id, errcode=exc.errcode, now=_client_now(client))
         raise
     entry = next((c for c in answer.get("customer") or [] if c.get("external_userid") == external_userid), None)
     errcode = int(entry.get("errcode", 0)) if entry is not None else 0
-    async with write_transaction(sessions) as session:
+    async with write_transaction(env.sessions) as session:
         await apply_call_result(session, transfer_id, errcode=errcode, now=_client_now(client))
     return {"external_userid": external_userid, "errcode": errcode}
 
@@ -213,7 +228,7 @@ async def _created_earlier(client: WeComClient, command: OutboxCommand, body: di
     return None
 
 
-async def add_msg_template(client: WeComClient, command: OutboxCommand, _sessions: SessionFactory) -> dict[str, Any]:
+async def add_msg_template(client: WeComClient, command: OutboxCommand, _env: ExecutorEnv) -> dict[str, Any]:
     body = _msg_template_body(command.payload)
     if command.attempts > 1:
         earlier = await _created_earlier(client, command, body)
@@ -223,16 +238,14 @@ async def add_msg_template(client: WeComClient, command: OutboxCommand, _session
     return {"msgid": str(created.get("msgid", "")), "fail_list": list(created.get("fail_list") or [])}
 
 
-async def fetch_contact(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+async def fetch_contact(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     external_userid = str(command.payload["external_userid"])
-    follow_users = await _fetch_and_apply(client, command.corp_id, external_userid, sessions)
+    follow_users = await _fetch_and_apply(client, command.corp_id, external_userid, env)
     return {"external_userid": external_userid, "follow_users": follow_users}
 
 
-async def _fetch_and_apply(client: WeComClient, corp_id: str, external_userid: str, sessions: SessionFactory) -> int:
+async def _fetch_and_apply(client: WeComClient, corp_id: str, external_userid: str, env: ExecutorEnv) -> int:
     """externalcontact/get (every follow_user page) mirrored through the sync service; how many follow users."""
-    from scrm.sync.contacts import apply_contact_detail
-
     page = await client.get_external_contact(external_userid)
     data: dict[str, Any] = {"external_contact": page.get("external_contact", {})}
     follow_users: list[dict[str, Any]] = list(page.get("follow_user") or [])
@@ -243,18 +256,16 @@ async def _fetch_and_apply(client: WeComClient, corp_id: str, external_userid: s
         page = await client.get_external_contact(external_userid, cursor)
         follow_users.extend(page.get("follow_user") or [])
     data["follow_user"] = follow_users
-    async with write_transaction(sessions, urgent=False) as session:
-        await apply_contact_detail(session, corp_id, data)
+    async with write_transaction(env.sessions, urgent=False) as session:
+        await apply_contact_detail(session, corp_id, data, hooks=env.hooks)
     return len(follow_users)
 
 
-async def fetch_group(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
-    from scrm.sync.groups import apply_group_detail
-
+async def fetch_group(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     chat_id = str(command.payload["chat_id"])
     body = await client.groupchat_get(chat_id, need_name=1)
     group_chat: dict[str, Any] = body.get("group_chat") or {}
-    async with write_transaction(sessions, urgent=False) as session:
+    async with write_transaction(env.sessions, urgent=False) as session:
         await apply_group_detail(session, command.corp_id, group_chat)
     return {
         "chat_id": chat_id,
@@ -263,26 +274,21 @@ async def fetch_group(client: WeComClient, command: OutboxCommand, sessions: Ses
     }
 
 
-async def refresh_corp_tags(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
-    from scrm.sync.tags import apply_corp_tag_list
-
+async def refresh_corp_tags(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     body = await client.get_corp_tag_list()
     groups: list[dict[str, Any]] = list(body.get("tag_group") or [])
-    async with write_transaction(sessions, urgent=False) as session:
+    async with write_transaction(env.sessions, urgent=False) as session:
         await apply_corp_tag_list(session, command.corp_id, groups)
     return {"tag_groups": len(groups), "tags": sum(len(group.get("tag") or []) for group in groups)}
 
 
-async def add_corp_tag(client: WeComClient, command: OutboxCommand, sessions: SessionFactory) -> dict[str, Any]:
+async def add_corp_tag(client: WeComClient, command: OutboxCommand, env: ExecutorEnv) -> dict[str, Any]:
     """Create the named tags the group lacks. add_corp_tag is not idempotent (a retry after a lost answer
     would fail with 40071), so the current list is read (and mirrored) first and only missing names are sent."""
-    from scrm.intent.tags import apply_added_corp_tags
-    from scrm.sync.tags import apply_corp_tag_list
-
     group_name = str(command.payload["group_name"])
     wanted = [str(t["name"]) for t in command.payload.get("tag") or [] if t.get("name")]
     groups: list[dict[str, Any]] = list((await client.get_corp_tag_list()).get("tag_group") or [])
-    async with write_transaction(sessions, urgent=False) as session:
+    async with write_transaction(env.sessions, urgent=False) as session:
         await apply_corp_tag_list(session, command.corp_id, groups)
     group = next((g for g in groups if g.get("group_name") == group_name and not g.get("deleted")), None)
     present = {str(t.get("name")) for t in (group or {}).get("tag") or [] if not t.get("deleted")}
@@ -295,7 +301,7 @@ async def add_corp_tag(client: WeComClient, command: OutboxCommand, sessions: Se
     else:
         created = await client.add_corp_tag(tags, group_name=group_name)
     tag_group: dict[str, Any] = created.get("tag_group") or {}
-    async with write_transaction(sessions, urgent=False) as session:
+    async with write_transaction(env.sessions, urgent=False) as session:
         written = await apply_added_corp_tags(session, command.corp_id, tag_group)
     return {"group_id": str(tag_group.get("group_id", "")), "created": written}
 

@@ -30,21 +30,18 @@ from bot.redis_keys import RedisKeys
 from bot.runtime.campaign_wiring import campaign_ticks
 from bot.runtime.handlers import register_sync_handlers
 from bot.runtime.lead_transfers import transfer_ticks
-from bot.runtime.lead_wiring import lead_services, lead_ticks
+from bot.runtime.lead_wiring import lead_ticks
 from bot.runtime.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.runtime.router import HandlerContext, Router
 from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
-from bot.runtime.sop_wiring import link_signer, sop_services, sop_ticks
+from bot.runtime.services import build_services
+from bot.runtime.sop_wiring import sop_ticks
 from bot.runtime.worker import Worker
 from bot.settings import Settings
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
-from scrm.leads import services as lead_hooks
-from scrm.leads.services import LeadServices
-from scrm.links import LinkSigner
-from scrm.sop import hooks
-from scrm.sop.engine import SopServices
+from scrm.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -65,34 +62,33 @@ def default_instance_id() -> str:
 
 @dataclass
 class Runtime:
+    """One process, built whole at construction (database engine, Redis client, inbox, router, the domain's
+    services) so the routes added on top of it reach real objects. :meth:`start` opens the HTTP session the WeCom
+    client needs (it must be created inside the event loop) and starts the loops of the process's roles."""
+
     settings: Settings
     roles: frozenset[Role] = ALL_ROLES
     now: Callable[[], datetime] = utcnow
+    services: Services = field(init=False)
+    instance_id: str = field(init=False)
+    keys: RedisKeys = field(init=False)
     engine: AsyncEngine = field(init=False)
     session_factory: SessionFactory = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
-    keys: RedisKeys = field(init=False)
     inbox: Inbox = field(init=False)
-    http: aiohttp.ClientSession = field(init=False)
-    client: WeComClient = field(init=False)
     router: Router = field(init=False)
     wakeup: OutboxWakeup = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    client: WeComClient = field(init=False)
     dispatcher: OutboxDispatcher | None = field(init=False, default=None)
     worker: Worker | None = field(init=False, default=None)
     scheduler: LeaderScheduler | None = field(init=False, default=None)
-    sop: SopServices = field(init=False)
-    leads: LeadServices = field(init=False)
-    instance_id: str = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
-    @property
-    def sop_links(self) -> LinkSigner | None:
-        """The tracked-link signer of this deployment (None without LIANYI_PUBLIC_URL)."""
-        return link_signer(self.settings)
-
-    async def start(self) -> None:
+    def __post_init__(self) -> None:
         s = self.settings
+        self.services = build_services(s)
         self.instance_id = s.instance_id or default_instance_id()
         self.keys = RedisKeys(s.redis_prefix)
         # No pre-ping: it costs a round trip per checkout on the hot path (~10 % of a worker's CPU). A connection
@@ -102,65 +98,68 @@ class Runtime:
         if s.redis_url:
             self.redis = aioredis.from_url(s.redis_url)
         self.inbox = make_inbox(s, session_factory=self.session_factory, redis=self.redis)
-        self.http = aiohttp.ClientSession()
-        self.client = build_wecom_client(s, self.http, self.redis)
         self.wakeup = OutboxWakeup(self.redis, self.keys)
         self.router = Router()
         register_sync_handlers(self.router)
-        self.sop = sop_services(s)
-        hooks.install(self.sop)
-        self.leads = lead_services(s)
-        lead_hooks.install(self.leads)
 
+    async def start(self) -> None:
+        """Open the WeCom client and start the loops of this process's roles."""
+        s = self.settings
+        self.http = aiohttp.ClientSession()
+        self.client = build_wecom_client(s, self.http, self.redis)
         if Role.DISPATCHER in self.roles:
-            self.dispatcher = OutboxDispatcher(
-                self.session_factory,
-                self.client,
-                s,
-                instance_id=self.instance_id,
-                lease_seconds=s.outbox_lease_seconds,
-                clock=self.now,
-            )
-            self.wakeup.subscribe_local(self.dispatcher)
-            self._spawn("dispatcher", self.dispatcher.run(self._stop))
-            self._spawn("outbox-wakeup", self.wakeup.listen(self._stop))
+            self._start_dispatcher()
         if Role.WORKER in self.roles:
             ctx = HandlerContext(
                 session_factory=self.session_factory,
                 settings=s,
+                services=self.services,
                 now=self.now,
                 notify_outbox=self.wakeup.notify,
                 client=self.client,
             )
             self.worker = Worker(
-                self.inbox,
-                self.router,
-                ctx,
-                consumer=self.instance_id,
-                max_attempts=s.worker_max_attempts,
+                self.inbox, self.router, ctx, consumer=self.instance_id, max_attempts=s.worker_max_attempts
             )
             self._spawn("worker", self.worker.run(self._stop))
         if Role.SCHEDULER in self.roles:
-            leader: LeaderLock = (
-                RedisLeader(self.redis, self.keys.leader_lock(), ttl_seconds=s.leader_ttl_seconds)
-                if self.redis is not None
-                else SingleProcessLeader()
-            )
-            self.scheduler = LeaderScheduler(
-                leader=leader, now=self.now, notify_outbox=self.wakeup.notify, renew_seconds=s.leader_ttl_seconds / 3
-            )
-            for tick in maintenance_ticks(self.session_factory, s.corp_id):
-                self.scheduler.add_tick(tick)
-            for tick in sop_ticks(self.session_factory, self.sop, s.corp_id, every=s.sop_tick_seconds):
-                self.scheduler.add_tick(tick)
-            for tick in lead_ticks(self.session_factory, self.leads, s.corp_id, every=s.sop_tick_seconds):
-                self.scheduler.add_tick(tick)
-            for tick in transfer_ticks(self.session_factory, self.client, s.corp_id):
-                self.scheduler.add_tick(tick)
-            for tick in campaign_ticks(self.session_factory, self.client, s, every=s.sop_tick_seconds):
-                self.scheduler.add_tick(tick)
-            await self.scheduler.start()
+            await self._start_scheduler()
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
+
+    def _start_dispatcher(self) -> None:
+        self.dispatcher = OutboxDispatcher(
+            self.session_factory,
+            self.client,
+            self.settings,
+            instance_id=self.instance_id,
+            lease_seconds=self.settings.outbox_lease_seconds,
+            clock=self.now,
+            hooks=self.services,
+        )
+        self.wakeup.subscribe_local(self.dispatcher)
+        self._spawn("dispatcher", self.dispatcher.run(self._stop))
+        self._spawn("outbox-wakeup", self.wakeup.listen(self._stop))
+
+    async def _start_scheduler(self) -> None:
+        s, factory, services = self.settings, self.session_factory, self.services
+        leader: LeaderLock = (
+            RedisLeader(self.redis, self.keys.leader_lock(), ttl_seconds=s.leader_ttl_seconds)
+            if self.redis is not None
+            else SingleProcessLeader()
+        )
+        self.scheduler = LeaderScheduler(
+            leader=leader, now=self.now, notify_outbox=self.wakeup.notify, renew_seconds=s.leader_ttl_seconds / 3
+        )
+        ticks = [*maintenance_ticks(factory, s.corp_id)]
+        if services.sop is not None:
+            ticks += sop_ticks(factory, services.sop, s.corp_id, every=s.sop_tick_seconds)
+        if services.leads is not None:
+            ticks += lead_ticks(factory, services.leads, s.corp_id, every=s.sop_tick_seconds)
+        ticks += transfer_ticks(factory, self.client, s.corp_id)
+        ticks += campaign_ticks(factory, self.client, s, every=s.sop_tick_seconds)
+        for tick in ticks:
+            self.scheduler.add_tick(tick)
+        await self.scheduler.start()
 
     def _spawn(self, name: str, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
@@ -201,8 +200,6 @@ class Runtime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        hooks.uninstall(self.sop)
-        lead_hooks.uninstall(self.leads)
         await self.wakeup.close()
         await self.inbox.close()
         await self.http.close()

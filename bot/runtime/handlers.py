@@ -74,6 +74,7 @@ async def _contact_added(session: AsyncSession, event: ContactAdded | ContactHal
         event_time=event_time(event, ctx),
         half=isinstance(event, ContactHalfAdded),
         sop_dir=ctx.settings.sop_dir,
+        hooks=ctx.services,
     )
 
 
@@ -95,6 +96,7 @@ async def _deleted_by_staff(session: AsyncSession, event: ContactDeletedByStaff,
         external_userid=event.external_userid,
         source=event.source,
         event_time=event_time(event, ctx),
+        hooks=ctx.services,
     )
 
 
@@ -105,6 +107,7 @@ async def _staff_deleted(session: AsyncSession, event: StaffDeletedByContact, ct
         userid=event.userid,
         external_userid=event.external_userid,
         event_time=event_time(event, ctx),
+        hooks=ctx.services,
     )
 
 
@@ -116,6 +119,7 @@ async def _transfer_failed(session: AsyncSession, event: TransferFailed, ctx: Ha
         external_userid=event.external_userid,
         fail_reason=event.fail_reason,
         event_time=event_time(event, ctx),
+        hooks=ctx.services,
     )
 
 
@@ -142,6 +146,7 @@ async def _group_updated(session: AsyncSession, event: GroupUpdated, ctx: Handle
         quit_scene=event.quit_scene,
         last_mem_ver=event.last_mem_ver,
         cur_mem_ver=event.cur_mem_ver,
+        hooks=ctx.services,
     )
 
 
@@ -196,7 +201,9 @@ async def _app_message(event: WeComEvent, ctx: HandlerContext) -> None:
         payload=event.to_payload(),
     )
     async with write_transaction(ctx.session_factory) as session:
-        await store_message(session, corp_of(event, ctx), incoming, sop_dir=ctx.settings.sop_dir, now=ctx.now())
+        await store_message(
+            session, corp_of(event, ctx), incoming, intent=ctx.services.intent, hooks=ctx.services, now=ctx.now()
+        )
     ctx.notify_outbox()
 
 
@@ -206,7 +213,7 @@ async def _kf_sync(event: WeComEvent, ctx: HandlerContext) -> None:
         raise TypeError(f"kf handler got {type(event).__name__}")
     if ctx.client is None:
         raise LianyiError("kf_msg_or_event needs the WeCom client in the handler context")
-    sync = KfSync(ctx.client, ctx.session_factory, corp_of(event, ctx), sop_dir=ctx.settings.sop_dir, now=ctx.now)
+    sync = KfSync(ctx.client, ctx.session_factory, corp_of(event, ctx), services=ctx.services, now=ctx.now)
     await sync.run(event.open_kfid, event.token)
     ctx.notify_outbox()
 

@@ -29,6 +29,7 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, store_message
 from scrm.models import SyncCheckpoint
 from scrm.rows import get_or_create
+from scrm.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class KfSync:
         session_factory: SessionFactory,
         corp_id: str,
         *,
-        sop_dir: str,
+        services: Services,
         now: Callable[[], datetime],
         limit: int = MAX_LIMIT,
         on_page_committed: PageHook | None = None,
@@ -86,7 +87,7 @@ class KfSync:
         self._api = api
         self._factory = session_factory
         self._corp_id = corp_id
-        self._sop_dir = sop_dir
+        self._services = services
         self._now = now
         self._limit = limit
         self._on_page_committed = on_page_committed
@@ -127,7 +128,12 @@ class KfSync:
                         if incoming is None:
                             report.skipped += 1
                         elif await store_message(
-                            session, self._corp_id, incoming, sop_dir=self._sop_dir, now=self._now()
+                            session,
+                            self._corp_id,
+                            incoming,
+                            intent=self._services.intent,
+                            hooks=self._services,
+                            now=self._now(),
                         ):
                             report.stored += 1
                         else:

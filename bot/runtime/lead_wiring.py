@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 
 from bot.runtime.scheduler import TickSpec
-from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.leads.escalation import run_sla_checks
 from scrm.leads.notify import flush_notifications
@@ -17,11 +15,6 @@ from scrm.leads.services import LeadServices
 log = logging.getLogger(__name__)
 
 NOTIFY_FLUSH_SECONDS = 2.0  # advisors hear of a new lead within a couple of seconds
-
-
-def lead_services(settings: Settings) -> LeadServices:
-    console = settings.public_url.rstrip("/") + "/" if settings.public_url else "https://work.weixin.qq.com/"
-    return LeadServices(Path(settings.sop_dir), console)
 
 
 def lead_ticks(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from bot.edge.events import WeComEvent, known_event_types
 from bot.settings import Settings
 from scrm.db import SessionFactory
+from scrm.services import Services
 
 if TYPE_CHECKING:
     from bot.wecom.client import WeComClient
@@ -32,6 +33,8 @@ class HandlerContext:
 
     session_factory: SessionFactory
     settings: Settings
+    # the domain's services (SOP engine, leads, intent, lifecycle hooks), built once per process
+    services: Services
     now: Callable[[], datetime]
     # Call after committing outbox commands, so the dispatcher runs them at once instead of at its next poll.
     notify_outbox: Callable[[], None]

@@ -10,9 +10,8 @@ from bot.runtime.scheduler import TickSpec
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.links import LinkSigner
-from scrm.sop.catalog import catalog_for
-from scrm.sop.engine import SopServices
 from scrm.sop.schedules import run_schedules, run_silence_scan
+from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due, sweep_retired
 
 log = logging.getLogger(__name__)
@@ -30,12 +29,6 @@ def link_secret(settings: Settings) -> bytes:
 def link_signer(settings: Settings) -> LinkSigner | None:
     """The tracked-link signer, or None when no public URL is configured (links are then sent as written)."""
     return LinkSigner(link_secret(settings), settings.public_url) if settings.public_url else None
-
-
-def sop_services(settings: Settings) -> SopServices:
-    links = link_signer(settings)
-    console = settings.public_url.rstrip("/") + "/" if settings.public_url else "https://work.weixin.qq.com/"
-    return SopServices(holder=catalog_for(settings.sop_dir), links=links, console_url=console)
 
 
 def sop_ticks(

@@ -28,13 +28,13 @@ from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import (
     InvalidRecord,
-    PipelineMissing,
     load_records,
     parse_behaviour_record,
     parse_message_record,
     record_behaviour,
     store_message,
 )
+from scrm.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,13 @@ class IngestApi:
     """The two ingest routes for one corp."""
 
     def __init__(
-        self, settings: Settings, session_factory: Callable[[], SessionFactory], *, now: Callable[[], datetime]
+        self, settings: Settings, session_factory: SessionFactory, services: Services, *, now: Callable[[], datetime]
     ) -> None:
         if not settings.ingest_token:
             raise ValueError("the ingest endpoints need LIANYI_INGEST_TOKEN")
         self._settings = settings
         self._factory = session_factory
+        self._services = services
         self._now = now
         self._token_digest = hashlib.sha256(settings.ingest_token.encode()).digest()
 
@@ -84,10 +85,15 @@ class IngestApi:
             records = await self._records(request)
             incoming = [parse_message_record(record, line=line) for line, record in records]
             stored = 0
-            async with write_transaction(self._factory()) as session:
+            async with write_transaction(self._factory) as session:
                 for item in incoming:
                     if await store_message(
-                        session, self._settings.corp_id, item, sop_dir=self._settings.sop_dir, now=self._now()
+                        session,
+                        self._settings.corp_id,
+                        item,
+                        intent=self._services.intent,
+                        hooks=self._services,
+                        now=self._now(),
                     ):
                         stored += 1
         except InvalidRecord as exc:
@@ -101,13 +107,17 @@ class IngestApi:
         try:
             records = await self._records(request)
             behaviours = [parse_behaviour_record(record, line=line) for line, record in records]
-            async with write_transaction(self._factory()) as session:
+            async with write_transaction(self._factory) as session:
                 for behaviour in behaviours:
-                    await record_behaviour(session, self._settings.corp_id, behaviour, sop_dir=self._settings.sop_dir)
+                    await record_behaviour(
+                        session,
+                        self._settings.corp_id,
+                        behaviour,
+                        intent=self._services.intent,
+                        hooks=self._services,
+                    )
         except InvalidRecord as exc:
             return IngestRefused(400, "invalid_record", exc.zh, exc.en, line=exc.line).response()
-        except PipelineMissing as exc:
-            return IngestRefused(503, "scoring_unavailable", "评分模块未安装，暂不能接收行为数据", str(exc)).response()
         except IngestRefused as exc:
             return exc.response()
         log.info("ingested behaviours", extra={"received": len(behaviours)})

@@ -29,7 +29,6 @@ from bot.runtime.sop_wiring import link_secret
 from bot.settings import Settings
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
 from scrm.db import SessionFactory, write_transaction
-from scrm.leads import services as lead_services
 from scrm.leads.actions import ActionInput, LeadActionError, perform
 from scrm.leads.metrics import lead_metrics
 from scrm.leads.services import LeadServices
@@ -92,15 +91,16 @@ class LeadsApi:
     def __init__(
         self,
         settings: Settings,
-        session_factory: Callable[[], SessionFactory],
+        session_factory: SessionFactory,
         *,
         now: Callable[[], datetime],
-        services: Callable[[], LeadServices | None] = lead_services.active,
+        leads: LeadServices | None,
     ) -> None:
+        """``leads`` None: the lead feature is off (reading still works, actions answer 503)."""
         self._corp_id = settings.corp_id
         self._factory = session_factory
         self._now = now
-        self._services = services
+        self._leads = leads
         self._secret = staff_token_secret(settings)
 
     def add_routes(self, app: web.Application) -> None:
@@ -139,7 +139,7 @@ class LeadsApi:
         userid = verify(self._secret, self._corp_id, token.strip(), self._now())
         if userid is None:
             raise LeadActionError("unauthorized", "访问令牌无效或已过期，请重新获取", 401)
-        async with self._factory()() as session:
+        async with self._factory() as session:
             statement = select(Staff).where(Staff.corp_id == self._corp_id, Staff.userid == userid)
             staff = (await session.exec(statement)).first()
         if staff is None or not staff.active:
@@ -147,20 +147,19 @@ class LeadsApi:
         return staff
 
     def _lead_services(self) -> LeadServices:
-        services = self._services()
-        if services is None:
+        if self._leads is None:
             raise LeadActionError("unavailable", "线索模块未启用", 503)
-        return services
+        return self._leads
 
     async def _list(self, request: web.Request, staff: Staff) -> web.Response:
         status = parse_status(request.query.get("status"))
-        async with self._factory()() as session:
+        async with self._factory() as session:
             leads = await list_leads(session, staff, status)
         return web.json_response({"leads": leads}, dumps=_dumps)
 
     async def _detail(self, request: web.Request, staff: Staff) -> web.Response:
         lead_id = _lead_id(request)
-        async with self._factory()() as session:
+        async with self._factory() as session:
             body = await lead_detail(session, staff, lead_id)
         return web.json_response(body, dumps=_dumps)
 
@@ -170,7 +169,7 @@ class LeadsApi:
             request.query.get("since"), request.query.get("until"), services.rules().timezone, self._now()
         )
         code = request.query.get("dealer", "")
-        async with self._factory()() as session:
+        async with self._factory() as session:
             if staff.role == StaffRole.OPERATOR.value:
                 dealer_id = None
                 if code:
@@ -204,7 +203,7 @@ class LeadsApi:
             elif action == Action.REASSIGN:
                 given = ActionInput(advisor_userid=_str_field(body, "advisor_userid") or None)
             services = self._lead_services()
-            async with write_transaction(self._factory()) as session:
+            async with write_transaction(self._factory) as session:
                 outcome = await perform(
                     session, services, self._corp_id, lead_id, chosen, actor=staff.userid, now=self._now(), given=given
                 )

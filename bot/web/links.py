@@ -1,6 +1,6 @@
 """GET /l/{token} (and /r/{token}): count a tracked-link click, then send the customer on to the original url.
 
-A click is also an intent signal (``click``) for the contact's lead score when ``sop_dir`` is given.
+A click is also an intent signal (``click``) for the contact's lead score when the services are given.
 A valid token always redirects, even when the click cannot be recorded (the customer must reach the
 page; the failure is logged). HEAD requests (link previews, crawlers) redirect without counting.
 """
@@ -13,11 +13,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_behaviour
 from scrm.links import LinkError, LinkSigner, TrackedLink, record_click
+from scrm.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,13 @@ def click_ref(link: TrackedLink, at: datetime) -> str:
 def add_link_routes(
     app: web.Application,
     signer: LinkSigner,
-    session_factory: SessionFactory | Callable[[], SessionFactory],
+    session_factory: SessionFactory,
     now: Callable[[], datetime],
     *,
-    sop_dir: str | None = None,
+    services: Services | None = None,
 ) -> None:
-    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with.
-
-    ``session_factory`` may be a getter, resolved per click (routes exist before the runtime has a database).
-    """
-
-    def sessions() -> SessionFactory:
-        return session_factory if isinstance(session_factory, async_sessionmaker) else session_factory()
+    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with. With ``services`` a
+    click is also an intent signal for the contact's score."""
 
     async def follow_link(request: web.Request) -> web.StreamResponse:
         try:
@@ -61,9 +56,9 @@ def add_link_routes(
         if request.method == "GET":
             try:
                 at = now()
-                async with write_transaction(sessions()) as session:
+                async with write_transaction(session_factory) as session:
                     await record_click(session, link, at)
-                    if sop_dir is not None and link.external_userid:
+                    if services is not None and link.external_userid:
                         await on_behaviour(
                             session,
                             link.corp_id,
@@ -72,7 +67,8 @@ def add_link_routes(
                             ref=click_ref(link, at),
                             at=at,
                             detail={"url": link.url, "source": link.source},
-                            sop_dir=sop_dir,
+                            intent=services.intent,
+                            hooks=services,
                         )
             except Exception:
                 log.exception("could not record a tracked-link click", extra={"source": link.source})

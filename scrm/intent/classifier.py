@@ -50,11 +50,11 @@ from typing import Any, TypeVar
 
 import ahocorasick
 
-from scrm.intent.model import IntentModel, examples_mtime, model_for
+from scrm.intent.model import IntentModel, model_for
 from scrm.intent.normalize import normalize
-from scrm.intent.rules import INTENT_FILE, PHRASE_SEPARATOR, IntentRules, IntentRulesError, PatternRule, load_rules
+from scrm.intent.rules import PHRASE_SEPARATOR, IntentRules, PatternRule, load_rules
 
-__all__ = ["Classification", "Classifier", "Hit", "classifier_for", "classifier_from_file"]
+__all__ = ["Classification", "Classifier", "Hit", "classifier_from_file"]
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound=tuple[Any, ...])  # (start, end, …)
@@ -366,41 +366,8 @@ def _unique(hints: dict[str, list[str]]) -> dict[str, list[str]]:
     return {kind: list(dict.fromkeys(values)) for kind, values in hints.items()}
 
 
-_EMPTY_RULES = Classifier(IntentRules())
-_cache: dict[Path, tuple[tuple[int, int], Classifier]] = {}
-
-
 def classifier_from_file(path: Path) -> Classifier:
     """Rules of ``path`` plus, when ``model.enabled``, the model trained on its examples file (relative to
     the file's folder). Raises :class:`~scrm.intent.rules.IntentRulesError`."""
     rules = load_rules(path)
     return Classifier(rules, model_for(rules.model, path.parent))
-
-
-def classifier_for(sop_dir: str | Path) -> Classifier:
-    """The classifier of ``sop_dir/intent.yaml``, rebuilt (model retrained) when the file's or the model
-    examples file's mtime changes.
-
-    A folder without intent.yaml gets a rule-less classifier (every message ``other``). When the file turns
-    invalid after a good load, the last good classifier is kept and the error logged; with no good load yet,
-    :class:`~scrm.intent.rules.IntentRulesError` is raised. A missing examples file means rules only (logged)."""
-    path = Path(sop_dir).resolve() / INTENT_FILE
-    try:
-        mtime = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return _EMPTY_RULES
-    cached = _cache.get(path)
-    if cached is not None:
-        key = (mtime, examples_mtime(cached[1].rules.model, path.parent))
-        if cached[0] == key:
-            return cached[1]
-    try:
-        classifier = classifier_from_file(path)
-    except IntentRulesError as exc:
-        if cached is None:
-            raise
-        log.error("intent rules invalid, keeping the previous ones: %s", exc)
-        _cache[path] = ((mtime, examples_mtime(cached[1].rules.model, path.parent)), cached[1])
-        return cached[1]
-    _cache[path] = ((mtime, examples_mtime(classifier.rules.model, path.parent)), classifier)
-    return classifier

@@ -14,18 +14,19 @@ integrator both read them).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.errors import LianyiError
+from scrm.intent import pipeline
+from scrm.intent.services import IntentServices
+from scrm.lifecycle import LifecycleHooks
 from scrm.models import Message
 from scrm.rows import get_or_create
 
@@ -35,7 +36,6 @@ SOURCES = ("kf", "aibot", "app", "archive")
 CHAT_TYPES = ("single", "group")
 SENDER_TYPES = ("customer", "staff", "bot")
 BEHAVIOUR_KINDS = ("form", "test_drive_booking")  # 留资 is a form
-_PIPELINE_MODULE = "scrm.intent.pipeline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +78,17 @@ class InvalidRecord(LianyiError):
         self.line = line
 
 
-class PipelineMissing(LianyiError):
-    """The scoring pipeline (scrm.intent.pipeline) is not installed, so behaviours have nowhere to go."""
-
-
 # ---- storing --------------------------------------------------------------------------------------------
 
 
 async def store_message(
-    session: AsyncSession, corp_id: str, incoming: IncomingMessage, *, sop_dir: str, now: datetime
+    session: AsyncSession,
+    corp_id: str,
+    incoming: IncomingMessage,
+    *,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
+    now: datetime,
 ) -> bool:
     """Insert the message unless (corp, source, msgid) is stored already; True when it is new.
 
@@ -107,17 +109,19 @@ async def store_message(
     keys = {"corp_id": corp_id, "source": incoming.source, "msgid": incoming.msgid}
     message, created = await get_or_create(session, Message, keys, values, insert_first=True)
     if created and message.sender_type in ("customer", "staff"):
-        pipeline = _pipeline()
-        if pipeline is not None:
-            await pipeline.on_message_stored(session, corp_id, message, sop_dir=sop_dir, now=now)
+        await pipeline.on_message_stored(session, corp_id, message, intent=intent, hooks=hooks, now=now)
     return created
 
 
-async def record_behaviour(session: AsyncSession, corp_id: str, behaviour: IncomingBehaviour, *, sop_dir: str) -> None:
+async def record_behaviour(
+    session: AsyncSession,
+    corp_id: str,
+    behaviour: IncomingBehaviour,
+    *,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
+) -> None:
     """Hand a behaviour to the scoring pipeline (it deduplicates by ``ref``)."""
-    pipeline = _pipeline()
-    if pipeline is None:
-        raise PipelineMissing("scrm.intent.pipeline is not installed; behaviours cannot be scored")
     await pipeline.on_behaviour(
         session,
         corp_id,
@@ -126,24 +130,9 @@ async def record_behaviour(session: AsyncSession, corp_id: str, behaviour: Incom
         ref=behaviour.ref,
         at=behaviour.at,
         detail=behaviour.detail,
-        sop_dir=sop_dir,
+        intent=intent,
+        hooks=hooks,
     )
-
-
-_missing_reported: list[bool] = []
-
-
-def _pipeline() -> ModuleType | None:
-    """The scoring pipeline module, or None while it is not part of this build (logged once)."""
-    try:
-        return importlib.import_module(_PIPELINE_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in {_PIPELINE_MODULE, "scrm.intent"}:
-            raise
-        if not _missing_reported:
-            _missing_reported.append(True)
-            log.warning("intent pipeline not installed; messages are stored without scoring")
-        return None
 
 
 # ---- records (archive ingest, behaviours) ---------------------------------------------------------------

@@ -26,7 +26,6 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -34,16 +33,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.errors import DomainError
 from scrm.intent import scoring
-from scrm.intent.classifier import Classification, Classifier, classifier_for
+from scrm.intent.classifier import Classification, Classifier
 from scrm.intent.rules import IntentRules, IntentRulesError
+from scrm.intent.services import IntentServices
 from scrm.intent.tags import TagMapping, sync_contact_tags
-from scrm.leads import handoff
-from scrm.leads.actions import on_staff_message
-from scrm.leads.rules import HANDOFF_BEHAVIOURS
-from scrm.lifecycle import change_intent_level, change_stage
+from scrm.lifecycle import LifecycleHooks, ReceivedMessage, change_intent_level, change_stage
 from scrm.models import Contact, ContactTouch, IntentSignal, LeadScoreChange, Message, Stage
 from scrm.rows import insert_ignore
-from scrm.sop import hooks, triggers
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +146,14 @@ async def contact_signals(
 
 
 async def rescore(
-    session: AsyncSession, corp_id: str, contact: Contact, rules: IntentRules, *, now: datetime, lost: bool
+    session: AsyncSession,
+    corp_id: str,
+    contact: Contact,
+    rules: IntentRules,
+    *,
+    now: datetime,
+    lost: bool,
+    hooks: LifecycleHooks,
 ) -> scoring.LeadScore:
     """Score the contact at ``now`` and apply score, level and stage (see the module docstring)."""
     settings = score_rules(rules)
@@ -178,10 +181,10 @@ async def rescore(
                 at=now,
             )
         )
-        await change_intent_level(session, corp_id, ext, result.level, at=now, score=result.score)
+        await change_intent_level(session, corp_id, ext, result.level, at=now, score=result.score, hooks=hooks)
     if stage_after != stage_before:
         reason = "lost_signal" if stage_after == Stage.LOST.value else f"level_{result.level}"
-        await change_stage(session, corp_id, ext, stage_after, at=now, reason=reason)
+        await change_stage(session, corp_id, ext, stage_after, at=now, reason=reason, hooks=hooks)
     return result
 
 
@@ -195,30 +198,37 @@ async def _after_signals(
     at: datetime,
     now: datetime,
     ref: str,
+    hooks: LifecycleHooks,
 ) -> None:
     """Mark the contact active, rescore it, then bring its tags in line."""
     contact = await _active_contact(session, corp_id, external_userid, at)
     if contact is None:  # a 微信客服 customer who is not (yet) a contact: the signals wait for them
         return
     lost = any(s.code in rules.scoring.lost_stage_on for s in new)
-    await rescore(session, corp_id, contact, rules, now=now, lost=lost)
-    await sync_contact_tags(session, corp_id, contact, tag_mapping(rules), now=now, ref=ref)
+    await rescore(session, corp_id, contact, rules, now=now, lost=lost, hooks=hooks)
+    await sync_contact_tags(session, corp_id, contact, tag_mapping(rules), now=now, ref=ref, hooks=hooks)
 
 
 async def on_message_stored(
-    session: AsyncSession, corp_id: str, message: Message, *, sop_dir: str | Path, now: datetime
+    session: AsyncSession,
+    corp_id: str,
+    message: Message,
+    *,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
+    now: datetime,
 ) -> None:
     """A newly stored message: classify a customer's text, score, tag, and run the SOP keyword trigger. A staff
-    member's message to a customer may be the first contact on their lead (:func:`on_staff_message`)."""
+    member's message to a customer may be the first contact on their lead (the ``staff_messaged`` hook)."""
     if message.sender_type == "staff":
-        await on_staff_message(session, corp_id, message, now=now)
+        await hooks.staff_messaged(session, corp_id, message, now)
     if message.sender_type != "customer" or message.msgtype != "text" or not message.external_userid:
         return
     if message.classified_at is not None:  # a replay: everything below was done the first time
         return
-    classifier = _classifier(sop_dir)
+    classifier = _classifier(intent)
     if classifier is not None:
-        await _classify_and_score(session, corp_id, message, classifier, now=now)
+        await _classify_and_score(session, corp_id, message, classifier, now=now, hooks=hooks)
     push = await _recent_push(session, corp_id, message.external_userid, message.sent_at)
     if push is not None:  # answering a push we sent: engagement, counted once per push
         await on_behaviour(
@@ -229,23 +239,20 @@ async def on_message_stored(
             ref=f"reply:{push}",
             at=message.sent_at,
             detail={"push": push, "msgid": message.msgid},
-            sop_dir=sop_dir,
+            intent=intent,
+            hooks=hooks,
             now=now,
         )
-    services = hooks.active()
-    if services is not None:
-        await triggers.message_received(
-            session,
-            services,
-            corp_id,
-            msgid=message.msgid,
-            text=message.text,
-            chat_type=message.chat_type,
-            chat_id=message.chat_id,
-            external_userid=message.external_userid,
-            userid=message.userid,
-            at=message.sent_at,
-        )
+    received = ReceivedMessage(
+        msgid=message.msgid,
+        text=message.text,
+        chat_type=message.chat_type,
+        chat_id=message.chat_id,
+        external_userid=message.external_userid,
+        userid=message.userid,
+        at=message.sent_at,
+    )
+    await hooks.message_stored(session, corp_id, received)
 
 
 REPLY_WINDOW = timedelta(hours=48)  # a customer message this soon after a push to them is a reply to it
@@ -272,18 +279,24 @@ async def _recent_push(session: AsyncSession, corp_id: str, external_userid: str
     return str(row) if row is not None else None
 
 
-def _classifier(sop_dir: str | Path) -> Classifier | None:
+def _classifier(intent: IntentServices) -> Classifier | None:
     """The folder's classifier; None when intent.yaml is broken and never loaded (the message stays
     unclassified rather than the ingestion failing; ``lianyi sop check`` says what is wrong)."""
     try:
-        return classifier_for(sop_dir)
+        return intent.classifier()
     except IntentRulesError as exc:
         log.error("intent rules unusable, message left unclassified: %s", exc)
         return None
 
 
 async def _classify_and_score(
-    session: AsyncSession, corp_id: str, message: Message, classifier: Classifier, *, now: datetime
+    session: AsyncSession,
+    corp_id: str,
+    message: Message,
+    classifier: Classifier,
+    *,
+    now: datetime,
+    hooks: LifecycleHooks,
 ) -> None:
     rules = classifier.rules
     result = classifier.classify(message.text)
@@ -300,7 +313,9 @@ async def _classify_and_score(
     if result.hints:
         detail["hints"] = result.hints
     new = await _insert_signals(session, corp_id, message.external_userid, signals, detail)
-    await _after_signals(session, corp_id, message.external_userid, rules, new, at=message.sent_at, now=now, ref=ref)
+    await _after_signals(
+        session, corp_id, message.external_userid, rules, new, at=message.sent_at, now=now, ref=ref, hooks=hooks
+    )
 
 
 def behaviour_signal(
@@ -326,17 +341,17 @@ async def on_behaviour(
     ref: str,
     at: datetime,
     detail: Mapping[str, Any] | None = None,
-    sop_dir: str | Path,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
     now: datetime | None = None,
 ) -> None:
     """A click, form, test-drive booking, group join or reply: a signal, then score and tags at ``now``
     (default ``at``). ``ref`` names the fact (e.g. ``click:<token>:<n>``); a known ref changes nothing."""
-    classifier = _classifier(sop_dir)
+    classifier = _classifier(intent)
     rules = classifier.rules if classifier is not None else IntentRules()  # default weights, documented
     signal = behaviour_signal(rules, kind, ref, at, detail)
     new = await _insert_signals(session, corp_id, external_userid, [signal], detail)
     if not new:
         return
-    await _after_signals(session, corp_id, external_userid, rules, new, at=at, now=now or at, ref=ref)
-    if signal.code in HANDOFF_BEHAVIOURS:  # a booking or a form hands the contact to a dealer at once
-        await handoff.consider(session, corp_id, external_userid, trigger=signal.code, now=now or at)
+    await _after_signals(session, corp_id, external_userid, rules, new, at=at, now=now or at, ref=ref, hooks=hooks)
+    await hooks.behaviour_recorded(session, corp_id, external_userid, signal.code, now or at)

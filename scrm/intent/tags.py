@@ -29,9 +29,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.commands import CommandKind, enqueue
+from scrm.lifecycle import LifecycleHooks
 from scrm.models import Contact, ContactTag, FollowRelation, IntentSignal, Tag, TagGroup
 from scrm.rows import assign, from_epoch, get_or_create, insert_ignore
-from scrm.sop import hooks, triggers
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,14 @@ def _digest(parts: Iterable[str]) -> str:
 
 
 async def sync_contact_tags(
-    session: AsyncSession, corp_id: str, contact: Contact, mapping: TagMapping, *, now: datetime, ref: str
+    session: AsyncSession,
+    corp_id: str,
+    contact: Contact,
+    mapping: TagMapping,
+    *,
+    now: datetime,
+    ref: str,
+    hooks: LifecycleHooks,
 ) -> list[str]:
     """Bring the contact's Lianyi-managed tags in line with its intents, level and stage (see the module
     docstring). ``ref`` names the event that caused the change. Returns the keys of the mark_tag commands."""
@@ -172,7 +179,7 @@ async def sync_contact_tags(
     ).all()
     keys: list[str] = []
     for userid in sorted(relations):
-        key = await _mark_relation(session, corp_id, contact.external_userid, userid, wanted, managed, now, ref)
+        key = await _mark_relation(session, corp_id, contact.external_userid, userid, wanted, managed, now, ref, hooks)
         if key:
             keys.append(key)
     return keys
@@ -187,6 +194,7 @@ async def _mark_relation(
     managed: set[str],
     now: datetime,
     ref: str,
+    hooks: LifecycleHooks,
 ) -> str | None:
     carried = (
         await session.exec(
@@ -220,9 +228,8 @@ async def _mark_relation(
                 col(ContactTag.tag_id).in_(remove),
             )
         )
-    services = hooks.active()
-    if add and services is not None:
-        await triggers.tags_added(session, services, corp_id, external_userid, userid, add, at=now)
+    if add:
+        await hooks.contact_tagged(session, corp_id, external_userid, userid, add, now)
     return key
 
 

@@ -174,7 +174,9 @@ async def _customer_name(session: AsyncSession, lead: Lead) -> str:
     return (contact.name if contact is not None else "") or "客户"
 
 
-async def _change_contact_stage(session: AsyncSession, lead: Lead, stage: Stage, *, now: datetime, actor: str) -> None:
+async def _change_contact_stage(
+    session: AsyncSession, services: LeadServices, lead: Lead, stage: Stage, *, now: datetime, actor: str
+) -> None:
     contact = await contact_of(session, lead.corp_id, lead.external_userid)
     if contact is None:
         log.warning("lead without a contact row", extra={"lead": lead.id})
@@ -182,7 +184,16 @@ async def _change_contact_stage(session: AsyncSession, lead: Lead, stage: Stage,
     if stage == Stage.LOST and contact.stage == Stage.OWNER.value:
         return  # an owner who did not buy again stays an owner
     reason = "交车" if stage == Stage.OWNER else f"战败审批通过：{LOST_REASONS.get(lead.lost_reason, lead.lost_reason)}"
-    await change_stage(session, lead.corp_id, lead.external_userid, stage.value, at=now, actor=actor, reason=reason)
+    await change_stage(
+        session,
+        lead.corp_id,
+        lead.external_userid,
+        stage.value,
+        at=now,
+        actor=actor,
+        reason=reason,
+        hooks=services.hooks,
+    )
 
 
 def _mark_contacted(lead: Lead, at: datetime) -> None:
@@ -242,7 +253,7 @@ async def _approve_lost(session: AsyncSession, services: LeadServices, lead: Lea
     set_status(
         session, lead, LeadStatus.LOST.value, "lost_approved", now=now, actor=actor, detail={"reason": lead.lost_reason}
     )
-    await _change_contact_stage(session, lead, Stage.LOST, now=now, actor=actor)
+    await _change_contact_stage(session, services, lead, Stage.LOST, now=now, actor=actor)
     name = await _customer_name(session, lead)
     await _notify(
         session,
@@ -342,7 +353,7 @@ async def _apply(
         lead.closed_at = now
     set_status(session, lead, target, EVENT_KINDS[action], now=now, actor=actor)
     if action == Action.DELIVERED:
-        await _change_contact_stage(session, lead, Stage.OWNER, now=now, actor=actor)
+        await _change_contact_stage(session, services, lead, Stage.OWNER, now=now, actor=actor)
 
 
 async def perform(

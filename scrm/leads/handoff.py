@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.leads import services as lead_services
 from scrm.leads.assignment import contact_of, place, to_pool
 from scrm.leads.history import record_event
 from scrm.leads.routing import choose_dealer
@@ -111,12 +110,11 @@ async def _create(session: AsyncSession, contact: Contact, trigger: str, now: da
 
 
 async def consider(
-    session: AsyncSession, corp_id: str, external_userid: str, *, trigger: str, now: datetime
+    session: AsyncSession, services: LeadServices, corp_id: str, external_userid: str, *, trigger: str, now: datetime
 ) -> Lead | None:
     """Hand the contact off if ``trigger`` (``level_H``, ``test_drive_booking``, ``form``…) qualifies and they are
     not a lead already. Returns the new lead, or None."""
-    services = lead_services.active()
-    if services is None or not qualifies(services, trigger):
+    if not qualifies(services, trigger):
         return None
     if await open_lead(session, corp_id, external_userid) is not None:
         return None

@@ -1,5 +1,7 @@
 """What lead handoff needs inside a process: the handoff rules (re-read when handoff.yaml changes; an invalid
-edit keeps the last good rules and is logged) and where advisors open a lead. Installed by the runtime."""
+edit keeps the last good rules and is logged), where advisors open a lead, and the lifecycle hooks through which
+a lead's outcome reaches the other features (a delivery makes the contact an owner, an approved loss starts the
+战败召回 SOP). Built once by the process's services and passed explicitly."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scrm.leads.rules import HANDOFF_FILE, HandoffRules, HandoffRulesError, load_handoff_rules
-from scrm.service_slot import ServiceSlot
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ class LeadServices:
     sop_dir: Path
     console_url: str = "https://work.weixin.qq.com/"
     recheck_seconds: float = RECHECK_SECONDS
+    hooks: LifecycleHooks = NO_HOOKS
     _rules: HandoffRules | None = field(default=None, init=False)
     _mtime: float | None = field(default=None, init=False)
     _checked: float = field(default=-1e9, init=False)
@@ -61,9 +64,3 @@ class LeadServices:
     def lead_url(self, lead_id: int | None) -> str:
         base = self.console_url.rstrip("/")
         return f"{base}/leads/{lead_id}" if lead_id is not None else f"{base}/leads"
-
-
-_slot: ServiceSlot[LeadServices] = ServiceSlot()
-install = _slot.install
-uninstall = _slot.uninstall
-active = _slot.active

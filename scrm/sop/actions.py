@@ -7,10 +7,10 @@ idempotency key is derived from the step key, so even a second claim could not s
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import col, select
@@ -21,11 +21,9 @@ from scrm.commands import CommandKind, enqueue
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
 from scrm.rows import insert_ignore
 from scrm.sop.render import RenderedMessage, SopRenderer
+from scrm.sop.services import SopServices
 from scrm.sop.spec import Message, Step, TemplateBundle
 from scrm.touches import record_touch
-
-if TYPE_CHECKING:
-    from scrm.sop.engine import SopServices
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +46,8 @@ class StepRun:
 
     session: AsyncSession
     services: SopServices
+    # enrol this step's subject into another template now (the engine's enrol, bound to this step)
+    start: Callable[[TemplateBundle], Awaitable[None]]
     enrolment: SopEnrolment
     bundle: TemplateBundle
     step: Step
@@ -285,11 +285,9 @@ async def tags(run: StepRun) -> None:
                 col(ContactTag.tag_id).in_(remove),
             )
         )
-    if add:
-        from scrm.sop.triggers import tags_added
-
-        await tags_added(
-            run.session, run.services, run.corp_id, facts.external_userid, facts.staff_userid, add, at=run.now
+    if add:  # a fact like any other tag change: contact.tagged templates may start
+        await run.services.hooks.contact_tagged(
+            run.session, run.corp_id, facts.external_userid, facts.staff_userid, add, run.now
         )
 
 
@@ -313,24 +311,11 @@ async def notify_staff(run: StepRun) -> None:
 
 
 async def start_sop(run: StepRun) -> None:
-    from scrm.sop.engine import enrol
-
     target_id = run.step.start_sop or ""
     target = run.services.holder.current().bundles.get(target_id)
     if target is None or not target.template.enabled or target.template.kind != run.bundle.template.kind:
         raise StepSkipped("start_sop_unavailable")
-    await enrol(
-        run.session,
-        run.services,
-        target,
-        corp_id=run.corp_id,
-        subject_type=run.enrolment.subject_type,
-        subject_id=run.enrolment.subject_id,
-        occurrence=f"from:{run.bundle.id}",
-        staff_userid=run.enrolment.staff_userid,
-        context={"event": "start_sop", "from": run.bundle.id},
-        at=run.now,
-    )
+    await run.start(target)
 
 
 async def end(run: StepRun) -> None:

@@ -14,7 +14,6 @@ templates that merely failed to load (only a good catalog can say a template was
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -148,13 +147,3 @@ class CatalogHolder:
             },
         )
         return True
-
-
-@functools.lru_cache(maxsize=8)
-def _holder(directory: Path) -> CatalogHolder:
-    return CatalogHolder(directory)
-
-
-def catalog_for(sop_dir: str | Path) -> CatalogHolder:
-    """The process's holder for ``sop_dir`` (one per folder, so every caller sees the same catalog)."""
-    return _holder(Path(sop_dir).resolve())

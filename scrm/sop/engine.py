@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.contact_policy import decide
 from scrm.db_types import utcnow
-from scrm.models import EnrolmentStatus, SopEnrolment, SopVersion
+from scrm.models import EnrolmentStatus, SopEnrolment
 from scrm.sop import actions, statements
-from scrm.sop.catalog import Catalog, CatalogHolder
+from scrm.sop.catalog import Catalog
 from scrm.sop.exits import contact_exit_reason, group_exit_reason
 from scrm.sop.render import SopRenderer, SopRenderError
+from scrm.sop.services import SopServices
 from scrm.sop.spec import TemplateBundle
 from scrm.templating.context import build_context
 from scrm.timing import step_due
@@ -47,48 +46,6 @@ log = logging.getLogger(__name__)
 KEY_MAX = 200
 RETRY_AFTER = timedelta(minutes=5)  # a step that raised is tried again this much later
 TOUCH_KINDS = frozenset({"private_message", "advisor_task", "group_message"})
-
-
-@dataclass
-class SopServices:
-    """What the engine needs from its process: the catalog, the link signer, and caches."""
-
-    holder: CatalogHolder
-    links: Any = None  # scrm.links.LinkSigner | None
-    console_url: str = "https://work.weixin.qq.com/"
-    _bundles: dict[tuple[str, str], TemplateBundle] = field(default_factory=dict)
-    _renderers: dict[tuple[str, str], SopRenderer] = field(default_factory=dict)
-    swept_generation: int = -1
-
-    def catalog(self) -> Catalog:
-        return self.holder.current()
-
-    async def bundle(self, session: AsyncSession, template_id: str, version: str) -> TemplateBundle | None:
-        """The exact version an enrolment started with: the running one, or the stored snapshot."""
-        key = (template_id, version)
-        cached = self._bundles.get(key)
-        if cached is not None:
-            return cached
-        current = self.catalog().bundles.get(template_id)
-        if current is not None and current.version == version:
-            found: TemplateBundle | None = current
-        else:
-            row = (
-                await session.exec(
-                    select(SopVersion.spec).where(SopVersion.template_id == template_id, SopVersion.version == version)
-                )
-            ).first()
-            found = TemplateBundle.from_snapshot(row) if row is not None else None
-        if found is not None:
-            self._bundles[key] = found
-        return found
-
-    def renderer(self, bundle: TemplateBundle) -> SopRenderer:
-        key = (bundle.id, bundle.version)
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            renderer = self._renderers[key] = SopRenderer(bundle, links=self.links)
-        return renderer
 
 
 def step_key(enrolment: SopEnrolment, step_id: str) -> str:
@@ -359,9 +316,25 @@ async def _run_step(
         return "wait", decision.reason, []
     if decision.verdict == "skip":
         return "skipped", decision.reason, []
+
+    async def start(target: TemplateBundle) -> None:
+        await enrol(
+            session,
+            services,
+            target,
+            corp_id=enrolment.corp_id,
+            subject_type=enrolment.subject_type,
+            subject_id=enrolment.subject_id,
+            occurrence=f"from:{bundle.id}",
+            staff_userid=enrolment.staff_userid,
+            context={"event": "start_sop", "from": bundle.id},
+            at=now,
+        )
+
     run = actions.StepRun(
         session=session,
         services=services,
+        start=start,
         enrolment=enrolment,
         bundle=bundle,
         step=step,

@@ -18,7 +18,7 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.models import Contact, CustomerGroup, FollowRelation, SopEnrolment, SyncCheckpoint
 from scrm.rows import insert_ignore
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.spec import TemplateBundle
 from scrm.sop.triggers import enrol_contact, enrol_group
 from scrm.timing import CHINA_TZ, next_cron_fire

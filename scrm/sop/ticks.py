@@ -10,7 +10,8 @@ from sqlmodel import col, select
 
 from scrm.db import SessionFactory, write_transaction
 from scrm.models import EnrolmentStatus, SopEnrolment
-from scrm.sop.engine import RETRY_AFTER, SopServices, advance
+from scrm.sop.engine import RETRY_AFTER, advance
+from scrm.sop.services import SopServices
 
 log = logging.getLogger(__name__)
 

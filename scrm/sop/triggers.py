@@ -16,9 +16,10 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scrm.audience import LEVELS, contact_in_audience, group_in_audience, load_contact, load_group
+from scrm.audience import LEVELS, contact_in_audience, contact_tag_names, group_in_audience, load_contact, load_group
 from scrm.models import Contact, EnrolmentStatus, SopEnrolment, Tag
-from scrm.sop.engine import SopServices, advance, enrol
+from scrm.sop.engine import advance, enrol
+from scrm.sop.services import SopServices
 from scrm.sop.spec import TemplateBundle
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,6 @@ async def tags_added(
         return
     names: set[str] = set()
     rows = await session.exec(select(Tag.name, Tag.group_id).where(Tag.corp_id == corp_id, col(Tag.tag_id).in_(ids)))
-    from scrm.audience import contact_tag_names
-
     for name, _group in rows.all():
         names.add(name)
     _, keys = await contact_tag_names(session, corp_id, external_userid)

@@ -30,10 +30,9 @@ from scrm import audit
 from scrm.channel import parse_state
 from scrm.commands import CommandKind, enqueue
 from scrm.db_types import utcnow
-from scrm.leads.transfers import apply_transfer_fail
+from scrm.lifecycle import NO_HOOKS, ContactAdded, LifecycleHooks
 from scrm.models import Contact, ContactTag, DeletedBy, FollowRelation
 from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
-from scrm.sop import hooks, triggers
 from scrm.sync.welcome_builtin import enqueue_builtin_welcome
 
 log = logging.getLogger(__name__)
@@ -99,6 +98,7 @@ async def on_contact_added(
     event_time: datetime,
     half: bool = False,
     sop_dir: str | Path,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     """add_external_contact / add_half_external_contact: record the relation, fetch details, welcome."""
     # An add is usually the first sight of the contact and of the relation: insert before reading.
@@ -122,21 +122,16 @@ async def on_contact_added(
         if relation.added_at is None or event_time >= relation.added_at or relation.deleted_at is not None:
             assign(relation, values)
     await _fetch_contact(session, corp_id, external_userid, event_time)
-    sop_welcomes = False
-    services = hooks.active()
-    if services is not None:
-        sop_welcomes = await triggers.contact_added(
-            session,
-            services,
-            corp_id,
-            external_userid=external_userid,
-            userid=userid,
-            state=relation.state,
-            channel=relation.channel,
-            dealer_code=relation.dealer_code,
-            welcome_code=welcome_code,
-            event_time=event_time,
-        )
+    added = ContactAdded(
+        external_userid=external_userid,
+        userid=userid,
+        state=relation.state,
+        channel=relation.channel,
+        dealer_code=relation.dealer_code,
+        welcome_code=welcome_code,
+        event_time=event_time,
+    )
+    sop_welcomes = await hooks.contact_added(session, corp_id, added)
     if welcome_code and not sop_welcomes:  # the built-in welcome: no SOP template sends one
         await enqueue_builtin_welcome(session, corp_id, contact, relation, welcome_code, event_time, Path(sop_dir))
 
@@ -158,6 +153,7 @@ async def _mark_deleted(
     event_time: datetime,
     deleted_by: DeletedBy,
     source: str,
+    hooks: LifecycleHooks,
 ) -> bool:
     """Record a deletion; True when it changed something (False for replays and stale deletions)."""
     await _contact(session, corp_id, external_userid)
@@ -175,14 +171,20 @@ async def _mark_deleted(
     if relation.deleted_at is not None:
         return False
     changed = assign(relation, values)
-    services = hooks.active()
-    if changed and services is not None:
-        await triggers.recheck_exits(session, services, corp_id, "contact", external_userid, event_time)
+    if changed:
+        await hooks.subject_changed(session, corp_id, "contact", external_userid, event_time)
     return changed
 
 
 async def on_deleted_by_staff(
-    session: AsyncSession, corp_id: str, *, userid: str, external_userid: str, source: str, event_time: datetime
+    session: AsyncSession,
+    corp_id: str,
+    *,
+    userid: str,
+    external_userid: str,
+    source: str,
+    event_time: datetime,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     """del_external_contact: the staff member deleted the customer (or a transfer moved them away)."""
     by = DeletedBy.TRANSFER if source == DELETE_BY_TRANSFER else DeletedBy.STAFF
@@ -194,13 +196,20 @@ async def on_deleted_by_staff(
         event_time=event_time,
         deleted_by=by,
         source=source,
+        hooks=hooks,
     ):
         detail = {"userid": userid, "deleted_by": by.value, "source": source, "at": event_time.isoformat()}
         await audit.record(session, corp_id, f"contact.deleted_by_{by.value}", "contact", external_userid, detail)
 
 
 async def on_staff_deleted_by_contact(
-    session: AsyncSession, corp_id: str, *, userid: str, external_userid: str, event_time: datetime
+    session: AsyncSession,
+    corp_id: str,
+    *,
+    userid: str,
+    external_userid: str,
+    event_time: datetime,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     """del_follow_user: the customer deleted the staff member — a churn signal."""
     if await _mark_deleted(
@@ -211,13 +220,21 @@ async def on_staff_deleted_by_contact(
         event_time=event_time,
         deleted_by=DeletedBy.CUSTOMER,
         source="",
+        hooks=hooks,
     ):
         detail = {"userid": userid, "at": event_time.isoformat()}
         await audit.record(session, corp_id, "contact.churned", "contact", external_userid, detail)
 
 
 async def on_transfer_failed(
-    session: AsyncSession, corp_id: str, *, userid: str, external_userid: str, fail_reason: str, event_time: datetime
+    session: AsyncSession,
+    corp_id: str,
+    *,
+    userid: str,
+    external_userid: str,
+    fail_reason: str,
+    event_time: datetime,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     """transfer_fail: ``userid`` is the takeover member; the customer stays with the handover member(s).
 
@@ -237,13 +254,13 @@ async def on_transfer_failed(
         assign(row, {"transfer_fail_reason": fail_reason})
     detail = {"takeover_userid": userid, "reason": fail_reason, "at": event_time.isoformat()}
     await audit.record_once(session, corp_id, "contact.transfer_failed", "contact", external_userid, detail)
-    await apply_transfer_fail(
+    await hooks.customer_transfer_failed(
         session,
         corp_id,
         takeover_userid=userid,
         external_userid=external_userid,
         fail_reason=fail_reason,
-        now=event_time,
+        at=event_time,
     )
 
 
@@ -277,6 +294,7 @@ async def sync_contact_tags(
     tag_ids: Iterable[str],
     *,
     at: datetime | None = None,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> bool:
     """Make the contact_tags of one follow relation exactly ``tag_ids``; True when something changed.
 
@@ -308,13 +326,14 @@ async def sync_contact_tags(
         await conn.execute(
             insert_ignore(session, ContactTag, values, ["corp_id", "external_userid", "userid", "tag_id"])
         )
-    services = hooks.active()
-    if added and services is not None:
-        await triggers.tags_added(session, services, corp_id, external_userid, userid, added, at=at or utcnow())
+    if added:
+        await hooks.contact_tagged(session, corp_id, external_userid, userid, added, at or utcnow())
     return want != have
 
 
-async def apply_contact_detail(session: AsyncSession, corp_id: str, data: dict[str, Any]) -> None:
+async def apply_contact_detail(
+    session: AsyncSession, corp_id: str, data: dict[str, Any], *, hooks: LifecycleHooks = NO_HOOKS
+) -> None:
     """Mirror an externalcontact/get response (``external_contact`` + ``follow_user``) into our tables.
 
     Also accepts one ``batch/get_by_user`` entry (``external_contact`` + ``follow_info``). See the module
@@ -338,12 +357,14 @@ async def apply_contact_detail(session: AsyncSession, corp_id: str, data: dict[s
         },
     )
     for follow in _follow_users(data):
-        changed |= await _apply_follow(session, corp_id, external_userid, follow)
+        changed |= await _apply_follow(session, corp_id, external_userid, follow, hooks)
     if changed or contact.detail_synced_at is None:
         contact.detail_synced_at = utcnow()
 
 
-async def _apply_follow(session: AsyncSession, corp_id: str, external_userid: str, follow: Mapping[str, Any]) -> bool:
+async def _apply_follow(
+    session: AsyncSession, corp_id: str, external_userid: str, follow: Mapping[str, Any], hooks: LifecycleHooks
+) -> bool:
     userid = str(follow["userid"])
     createtime = from_epoch(follow.get("createtime"))
     mobiles = [str(m) for m in follow.get("remark_mobiles") or []]
@@ -366,4 +387,4 @@ async def _apply_follow(session: AsyncSession, corp_id: str, external_userid: st
             return False
         values.update(deleted_at=None, deleted_by=None, deleted_source=None, transfer_fail_reason=None)
     changed = created or assign(relation, values)
-    return await sync_contact_tags(session, corp_id, external_userid, userid, _tag_ids(follow)) or changed
+    return await sync_contact_tags(session, corp_id, external_userid, userid, _tag_ids(follow), hooks=hooks) or changed

@@ -27,10 +27,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm import audit
 from scrm.commands import CommandKind, delay, enqueue
 from scrm.db_types import utcnow
-from scrm.intent.pipeline import on_behaviour
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import CustomerGroup, GroupMember, Staff
 from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create
-from scrm.sop import hooks, triggers
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,7 @@ async def on_group_updated(
     quit_scene: int | None = None,
     last_mem_ver: str = "",
     cur_mem_ver: str = "",
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     """update: apply a member diff (add_member / del_member) or refetch on name/owner/notice changes."""
     group = await _group(session, corp_id, chat_id)
@@ -117,23 +117,10 @@ async def on_group_updated(
         await _fetch_group(session, corp_id, chat_id, "version", cur_mem_ver or str(epoch(event_time)), refetch_delay)
     count = await _active_member_count(session, corp_id, chat_id)
     assign(group, {"member_version": cur_mem_ver or group.member_version, "member_count": count})
-    services = hooks.active()
-    if update_detail == "add_member" and services is not None:
+    if update_detail == "add_member":
         joined = [m for m, was_new in zip(members, changed, strict=True) if was_new]
         if joined:
-            await triggers.member_joined(session, services, corp_id, chat_id, joined, at=event_time)
-        for member in joined:  # a customer joining a dealer group is an intent signal
-            if member_type_of(member) == MEMBER_CUSTOMER:
-                await on_behaviour(
-                    session,
-                    corp_id,
-                    member,
-                    kind="join_group",
-                    ref=f"join:{chat_id}:{member}:{epoch(event_time)}",
-                    at=event_time,
-                    detail={"chat_id": chat_id, "join_scene": join_scene},
-                    sop_dir=services.holder.directory,
-                )
+            await hooks.group_members_joined(session, corp_id, chat_id, joined, event_time, join_scene)
 
 
 async def _member_joined(

@@ -16,7 +16,7 @@ from scrm.leads.actions import ActionInput, ActionOutcome, LeadActionError, on_s
 from scrm.leads.transitions import Action
 from scrm.models import LeadStatus, Message, SopEnrolment
 from scrm.sop.catalog import Catalog, CatalogHolder
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from tests.leads.action_support import (
     CORP,

@@ -16,7 +16,7 @@ from scrm.models import Dealer, OutboxCommand, SopEnrolment, SopStepRun, Staff
 from scrm.rows import ensure_corp
 from scrm.sop import hooks
 from scrm.sop.catalog import Catalog, CatalogHolder
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from scrm.sop.ticks import run_due
 from scrm.sync import contacts

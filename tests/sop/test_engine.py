@@ -9,7 +9,7 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.lifecycle import change_stage
 from scrm.models import CommandStatus
 from scrm.sop.catalog import CatalogHolder
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due, sweep_retired
 from tests.sop.support import (
     CORP,

@@ -9,7 +9,7 @@ from sqlmodel import select
 from scrm.db import SessionFactory, write_transaction
 from scrm.lifecycle import change_intent_level, change_stage
 from scrm.models import Contact, CustomerGroup, Dealer, Tag, TagGroup
-from scrm.sop.engine import SopServices
+from scrm.sop.services import SopServices
 from scrm.sop.schedules import run_schedules, run_silence_scan
 from scrm.sop.triggers import message_received
 from scrm.sync.contacts import sync_contact_tags
