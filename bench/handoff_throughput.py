@@ -42,7 +42,6 @@ from bench.sop_due_selection import percentile, scratch_database, summary_ms
 from scrm import audit
 from scrm.db import SessionFactory, make_engine, make_session_factory, write_transaction
 from scrm.leads import handoff
-from scrm.leads import services as lead_services
 from scrm.leads.notify import flush_notifications
 from scrm.leads.rules import HandoffRules, NotifyLimits, SlaRules
 from scrm.leads.services import LeadServices
@@ -151,7 +150,7 @@ async def run_workers(count: int, contacts: list[str], work: Any) -> tuple[float
 
 
 async def measure(
-    factory: SessionFactory, dsn: str, args: argparse.Namespace, workers: int, now: datetime
+    factory: SessionFactory, dsn: str, args: argparse.Namespace, workers: int, now: datetime, services: LeadServices
 ) -> dict[str, Any]:
     contacts = [f"wm{g}" for g in range(1, args.contacts + 1)]
     await reset(dsn)
@@ -162,7 +161,7 @@ async def measure(
 
     async def hand_off(ext: str) -> None:
         async with write_transaction(factory) as session:
-            lead = await handoff.consider(session, CORP, ext, trigger="level_H", now=now)
+            lead = await handoff.consider(session, services, CORP, ext, trigger="level_H", now=now)
             assert lead is not None and lead.status == "assigned", (ext, lead)
 
     base_wall, base_lat = await run_workers(workers, contacts, bare)
@@ -222,20 +221,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     rules = HandoffRules(sla=SlaRules(business_hours=False))
     services = LeadServices.with_rules(rules, "https://scrm.example.com/")
-    lead_services.install(services)
-    try:
-        async with scratch_database(args.pg_dsn) as (dsn, url):
-            await seed(dsn, args, now)
-            engine = make_engine(url, pool_size=max(args.workers) + 2)
-            try:
-                factory = make_session_factory(engine)
-                async with factory() as session:
-                    version = (await session.exec(select(func.version()))).one().split()[1]
-                runs = [await measure(factory, dsn, args, workers, now) for workers in args.workers]
-            finally:
-                await engine.dispose()
-    finally:
-        lead_services.uninstall(services)
+    async with scratch_database(args.pg_dsn) as (dsn, url):
+        await seed(dsn, args, now)
+        engine = make_engine(url, pool_size=max(args.workers) + 2)
+        try:
+            factory = make_session_factory(engine)
+            async with factory() as session:
+                version = (await session.exec(select(func.version()))).one().split()[1]
+            runs = [await measure(factory, dsn, args, workers, now, services) for workers in args.workers]
+        finally:
+            await engine.dispose()
     return {
         "contacts": args.contacts,
         "dealers": args.dealers,

@@ -38,6 +38,7 @@ from scrm.intent.normalize import normalize
 from scrm.intent.rules import load_rules
 from scrm.models import Contact, Dealer, FollowRelation, OutboxCommand, Staff, Tag, TagGroup
 from scrm.rows import ensure_corp
+from scrm.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "intent"
@@ -137,6 +138,7 @@ async def ingest_latency(count: int) -> dict[str, float]:
         await seed(url, count)
         engine = make_engine(url)
         factory = make_session_factory(engine)
+        services = Services.build(SOP_DIR)
         corpus = [t for t in texts() if t.strip()]
         latencies: list[float] = []
         try:
@@ -151,7 +153,9 @@ async def ingest_latency(count: int) -> dict[str, float]:
                 )
                 started = time.perf_counter()
                 async with write_transaction(factory) as session:
-                    await store_message(session, CORP, incoming, sop_dir=str(SOP_DIR), now=datetime.now(UTC))
+                    await store_message(
+                        session, CORP, incoming, intent=services.intent, hooks=services, now=datetime.now(UTC)
+                    )
                 latencies.append((time.perf_counter() - started) * 1000)
             async with factory() as session:
                 commands = (

@@ -3,6 +3,7 @@ in Chinese (intent.yaml, handoff.yaml…). SOP templates have their own richer l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,16 @@ class RuleProblem:
     line: int  # 1-based
     col: int
     message: str  # Chinese, for operators
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFile:
+    """A rule file of the SOP folder that ``lianyi sop check`` validates beside the templates (intent.yaml,
+    handoff.yaml…). Each feature declares its own; the process's services hand the list to the SOP checker."""
+
+    name: str  # the file name inside the SOP folder
+    code: str  # the problem code its problems are reported under
+    load: Callable[[Path], object]  # reads and validates the file; raises ConfigFileError
 
 
 class ConfigFileError(LianyiError):

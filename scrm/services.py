@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.folder_check import RULE_FILES
 from scrm.intent.pipeline import on_behaviour
 from scrm.intent.services import IntentServices
 from scrm.leads import handoff
@@ -62,7 +63,9 @@ class Services(LifecycleHooks):
         return cls(
             sop_dir=folder,
             intent=IntentServices(folder),
-            sop=SopServices(holder=CatalogHolder(folder.resolve()), links=links, console_url=console_url),
+            sop=SopServices(
+                holder=CatalogHolder(folder.resolve(), rule_files=RULE_FILES), links=links, console_url=console_url
+            ),
             leads=LeadServices(folder, console_url),
         )
 

@@ -22,8 +22,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli.leads import table
 from bot.runtime.campaign_wiring import campaign_policy
-from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings, load_settings
+from bot.web.links import link_signer
 from scrm.campaigns import service
 from scrm.campaigns.content import check_content
 from scrm.campaigns.planner import build_plan

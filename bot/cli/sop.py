@@ -9,7 +9,7 @@ import click
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.settings import BUNDLED_SOP_DIR, DEFAULT_SOP_DIR, ENV_PREFIX
-from scrm.sop.check import check_path
+from scrm.folder_check import check_path
 
 
 class _SopDirSettings(BaseSettings):

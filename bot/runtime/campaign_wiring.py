@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bot import metrics
 from bot.runtime.scheduler import TickSpec
-from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings
+from bot.web.links import link_signer
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
 from scrm.campaigns import tracking

@@ -33,11 +33,11 @@ class HandlerContext:
 
     session_factory: SessionFactory
     settings: Settings
-    # the domain's services (SOP engine, leads, intent, lifecycle hooks), built once per process
-    services: Services
     now: Callable[[], datetime]
     # Call after committing outbox commands, so the dispatcher runs them at once instead of at its next poll.
     notify_outbox: Callable[[], None]
+    # the domain's services (SOP engine, leads, intent, lifecycle hooks), built once per process
+    services: Services
     # The WeCom API, for handlers that must fetch what a callback only announces (微信客服 sync_msg).
     client: WeComClient | None = None
 

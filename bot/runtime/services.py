@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings
+from bot.web.links import link_signer
 from scrm.services import Services
 
 

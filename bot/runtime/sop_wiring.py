@@ -1,15 +1,12 @@
-"""The SOP engine inside a Lianyi process: its services (catalog, tracked links) and its leader-only ticks."""
+"""The SOP engine's leader-only ticks inside a Lianyi process: due steps, schedules, the silence scan."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime
 
 from bot.runtime.scheduler import TickSpec
-from bot.settings import Settings
 from scrm.db import SessionFactory
-from scrm.links import LinkSigner
 from scrm.sop.schedules import run_schedules, run_silence_scan
 from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due, sweep_retired
@@ -17,18 +14,6 @@ from scrm.sop.ticks import run_due, sweep_retired
 log = logging.getLogger(__name__)
 
 SILENCE_SCAN_SECONDS = 600.0
-
-
-def link_secret(settings: Settings) -> bytes:
-    """LIANYI_LINK_SECRET, or a key derived from the callback AES key (the same in every process)."""
-    if settings.link_secret:
-        return settings.link_secret.encode("utf-8")
-    return hashlib.sha256(b"lianyi tracked links\0" + settings.callback_aes_key.encode("ascii")).digest()
-
-
-def link_signer(settings: Settings) -> LinkSigner | None:
-    """The tracked-link signer, or None when no public URL is configured (links are then sent as written)."""
-    return LinkSigner(link_secret(settings), settings.public_url) if settings.public_url else None
 
 
 def sop_ticks(

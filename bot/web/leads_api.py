@@ -25,9 +25,9 @@ from aiohttp import web
 from sqlmodel import select
 
 from bot.edge.body import BodyTooLarge, read_body
-from bot.runtime.sop_wiring import link_secret
 from bot.settings import Settings
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
+from bot.web.links import link_secret
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads.actions import ActionInput, LeadActionError, perform
 from scrm.leads.metrics import lead_metrics

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from scrm.config_file import ConfigFileError, RuleProblem, load_config
+from scrm.config_file import ConfigFileError, RuleFile, RuleProblem, load_config
 
 __all__ = [
     "INTENT_CODES",
@@ -350,3 +350,6 @@ class IntentRulesError(ConfigFileError):
 def load_rules(path: str | Path) -> IntentRules:
     """Read and validate ``intent.yaml``; raises :class:`IntentRulesError` (every problem, with position)."""
     return load_config(path, IntentRules, IntentRulesError)
+
+
+INTENT_RULE_FILE = RuleFile(INTENT_FILE, "SOP027", load_rules)  # checked by `lianyi sop check`

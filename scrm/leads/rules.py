@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from scrm.audience import LEVELS
-from scrm.config_file import ConfigFileError, load_config
+from scrm.config_file import ConfigFileError, RuleFile, load_config
 
 __all__ = [
     "HANDOFF_FILE",
@@ -221,3 +221,6 @@ def rules_in(folder: str | Path) -> HandoffRules:
     """The folder's handoff.yaml, or the defaults when it has none (an invalid file raises)."""
     path = Path(folder) / HANDOFF_FILE
     return load_handoff_rules(path) if path.exists() else HandoffRules()
+
+
+HANDOFF_RULE_FILE = RuleFile(HANDOFF_FILE, "SOP028", load_handoff_rules)  # checked by `lianyi sop check`

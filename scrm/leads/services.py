@@ -29,9 +29,11 @@ class LeadServices:
     _checked: float = field(default=-1e9, init=False)
 
     @classmethod
-    def with_rules(cls, rules: HandoffRules, console_url: str = "https://work.weixin.qq.com/") -> LeadServices:
+    def with_rules(
+        cls, rules: HandoffRules, console_url: str = "https://work.weixin.qq.com/", hooks: LifecycleHooks = NO_HOOKS
+    ) -> LeadServices:
         """Services with fixed rules (tests, benchmarks): the file is never read."""
-        services = cls(Path("/nonexistent"), console_url)
+        services = cls(Path("/nonexistent"), console_url, hooks=hooks)
         services._rules, services._checked = rules, float("inf")
         return services
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scrm.config_file import RuleFile
 from scrm.contact_policy import Policy
+from scrm.sop.check import check_loaded
+from scrm.sop.source import load_folder
 from scrm.sop.spec import TemplateBundle
 
 log = logging.getLogger(__name__)
@@ -82,9 +85,17 @@ class CatalogHolder:
     """The running catalog of one SOP folder, reloaded when the folder changes (see the module docstring)."""
 
     def __init__(
-        self, directory: str | Path, *, check_every: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        directory: str | Path,
+        *,
+        check_every: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        rule_files: Sequence[RuleFile] = (),
     ) -> None:
+        """``rule_files``: the folder's other rule files (intent.yaml, handoff.yaml…); a problem in one keeps the
+        last good templates running too, as ``lianyi sop check`` would refuse the folder."""
         self.directory = Path(directory)
+        self.rule_files = tuple(rule_files)
         self.check_every = check_every
         self._clock = clock
         self._catalog = Catalog(ok=False)
@@ -112,12 +123,9 @@ class CatalogHolder:
         fingerprint = folder_fingerprint(self.directory)
         if not force and fingerprint == self._fingerprint:
             return False
-        from scrm.sop.check import check_loaded
-        from scrm.sop.source import load_folder
-
         try:
             loaded = load_folder(self.directory)
-            problems = [str(p) for p in check_loaded(loaded, self.directory)]
+            problems = [str(p) for p in check_loaded(loaded, self.directory, rule_files=self.rule_files)]
         except OSError as exc:
             self._fingerprint = fingerprint
             self.problems = [f"{self.directory}: 无法读取 SOP 目录（{exc.strerror or exc}）"]

@@ -46,7 +46,7 @@ SOP028  handoff.yaml problem (YAML, schema, levels, ladders, time zone; :func:`s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,8 @@ from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
 )
 
+from scrm.config_file import ConfigFileError, RuleFile
 from scrm.contact_policy import Policy
-from scrm.intent.rules import INTENT_FILE, IntentRulesError, load_rules
-from scrm.leads.rules import HANDOFF_FILE, HandoffRulesError, load_handoff_rules
 from scrm.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_mean
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
@@ -331,54 +330,49 @@ def _attachment_texts(loc: Loc, attachment: Any) -> Iterator[tuple[Loc, str, boo
 # ---- folders ----------------------------------------------------------------------------------------------
 
 
-def check_loaded(load: FolderLoad, folder: str | Path, *, now: datetime | None = None) -> list[Problem]:
-    """Every problem of an already loaded folder (its load problems included), sorted and without repeats."""
+def check_loaded(
+    load: FolderLoad, folder: str | Path, *, now: datetime | None = None, rule_files: Sequence[RuleFile] = ()
+) -> list[Problem]:
+    """Every problem of an already loaded folder (its load problems included, and those of each of
+    ``rule_files`` the folder has), sorted and without repeats."""
     moment = now or datetime.now(UTC)
     found = list(load.problems)
-    found.extend(_intent_rule_problems(Path(folder)))
-    found.extend(_handoff_rule_problems(Path(folder)))
+    for rule_file in rule_files:
+        found.extend(_rule_file_problems(Path(folder), rule_file))
     for loaded in load.sources.values():
         found.extend(_TemplateChecker(loaded, Path(folder), load, moment).run())
     unique = {(p.path, p.line, p.col, p.code, p.message): p for p in found}
     return sorted(unique.values())
 
 
-def _intent_rule_problems(folder: Path) -> list[Problem]:
-    """SOP027: every problem of the folder's intent.yaml, when it has one."""
-    path = folder / INTENT_FILE
+def _rule_file_problems(folder: Path, rule_file: RuleFile) -> list[Problem]:
+    """Every problem of one rule file of the folder (e.g. SOP027 intent.yaml), when the folder has it."""
+    path = folder / rule_file.name
     if not path.is_file():
         return []
     try:
-        load_rules(path)
-    except IntentRulesError as exc:
-        return [Problem(str(path), p.line, p.col, "SOP027", p.message) for p in exc.problems]
+        rule_file.load(path)
+    except ConfigFileError as exc:
+        return [Problem(str(path), p.line, p.col, rule_file.code, p.message) for p in exc.problems]
     return []
 
 
-def _handoff_rule_problems(folder: Path) -> list[Problem]:
-    """SOP028: every problem of the folder's handoff.yaml, when it has one."""
-    path = folder / HANDOFF_FILE
-    if not path.is_file():
-        return []
-    try:
-        load_handoff_rules(path)
-    except HandoffRulesError as exc:
-        return [Problem(str(path), p.line, p.col, "SOP028", p.message) for p in exc.problems]
-    return []
-
-
-def check_folder(sop_dir: str | Path, *, now: datetime | None = None) -> list[Problem]:
+def check_folder(
+    sop_dir: str | Path, *, now: datetime | None = None, rule_files: Sequence[RuleFile] = ()
+) -> list[Problem]:
     """Every problem of the SOP folder ``sop_dir`` (empty list = all templates are good)."""
-    return check_loaded(load_folder(sop_dir), sop_dir, now=now)
+    return check_loaded(load_folder(sop_dir), sop_dir, now=now, rule_files=rule_files)
 
 
-def check_path(path: str | Path, *, now: datetime | None = None) -> tuple[list[Problem], int]:
+def check_path(
+    path: str | Path, *, now: datetime | None = None, rule_files: Sequence[RuleFile] = ()
+) -> tuple[list[Problem], int]:
     """Check a folder, or one template file in the context of its folder (policy, tags, other ids).
     Returns the problems and the number of templates checked."""
     target = Path(path)
     folder = target if target.is_dir() else target.parent
     load = load_folder(folder)
-    problems = check_loaded(load, folder, now=now)
+    problems = check_loaded(load, folder, now=now, rule_files=rule_files)
     if target.is_dir():
         return problems, len(load.sources)
     own = {target.resolve()}

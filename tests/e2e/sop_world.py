@@ -219,8 +219,8 @@ class SopWorld:
         """One scheduler tick at the clock's instant (schedules, then due steps); settles when it did anything."""
         now = self.now()
         runtime = self.stack.runtime
-        started = await run_schedules(self.session_factory, runtime.sop, self.state.corp_id, now)
-        advanced = await run_due(self.session_factory, runtime.sop, now)
+        started = await run_schedules(self.session_factory, runtime.services.sop, self.state.corp_id, now)
+        advanced = await run_due(self.session_factory, runtime.services.sop, now)
         if started or advanced:
             await self.settle()
         return advanced

@@ -138,7 +138,7 @@ async def test_leader_killed_mid_tick_every_step_once(
                     for external_userid, userid in chosen:
                         created += await enrol(
                             session,
-                            stack.runtime.sop,
+                            stack.runtime.services.sop,
                             bundle,
                             corp_id=state.corp_id,
                             subject_type="contact",

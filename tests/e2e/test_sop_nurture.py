@@ -131,11 +131,16 @@ async def test_300_customers_through_welcome_and_nurture(
         leaving = [customers[i * 10 + i % 10] for i in range(30)]  # every channel among them
         owners, lost, deleted = leaving[:10], leaving[10:20], leaving[20:]
         exit_at = world.now()
+        services = stack.runtime.services  # what the process's own handlers pass as hooks
         async with write_transaction(world.session_factory) as session:
             for customer in owners:
-                await change_stage(session, stack.state.corp_id, customer.external_userid, "owner", at=exit_at)
+                await change_stage(
+                    session, stack.state.corp_id, customer.external_userid, "owner", at=exit_at, hooks=services
+                )
             for customer in lost:
-                await change_stage(session, stack.state.corp_id, customer.external_userid, "lost", at=exit_at)
+                await change_stage(
+                    session, stack.state.corp_id, customer.external_userid, "lost", at=exit_at, hooks=services
+                )
         await world.delete_staff(deleted)
 
         # to the Tuesday after next, noon: past day 7 of the last customers and the weekend offers deferred to Monday

@@ -18,6 +18,7 @@ from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import Message
 from tests.conftest import TEST_AES_KEY
+from tests.domain_support import process_services
 from tests.ingest.conftest import AIBOT_TOKEN
 
 
@@ -26,7 +27,8 @@ async def sender(
     ingest_settings: Settings, session_factory: SessionFactory, http: aiohttp.ClientSession
 ) -> AsyncIterator[AiBotSender]:
     app = web.Application()
-    AiBotEndpoint(ingest_settings, lambda: session_factory, now=utcnow).add_routes(app)
+    services = process_services(ingest_settings.sop_dir)
+    AiBotEndpoint(ingest_settings, session_factory, services, now=utcnow).add_routes(app)
     async with TestServer(app) as server:
         yield AiBotSender(str(server.make_url("/wecom/aibot")), AIBOT_TOKEN, TEST_AES_KEY, http=http)
 

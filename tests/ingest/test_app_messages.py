@@ -12,6 +12,7 @@ from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import Message
 from tests.conftest import TEST_CORP_ID
+from tests.domain_support import process_services
 
 APP_MESSAGE = {
     "ToUserName": TEST_CORP_ID,
@@ -27,7 +28,9 @@ APP_MESSAGE = {
 async def test_app_message_is_stored_once_as_staff(ingest_settings: Settings, session_factory: SessionFactory) -> None:
     router = Router()
     register_sync_handlers(router)
-    ctx = HandlerContext(session_factory, ingest_settings, utcnow, lambda: None)
+    ctx = HandlerContext(
+        session_factory, ingest_settings, utcnow, lambda: None, process_services(ingest_settings.sop_dir)
+    )
     for _ in range(2):  # a redelivery stores nothing new
         assert await router.dispatch(parse_event(APP_MESSAGE), ctx)
     async with session_factory() as session:

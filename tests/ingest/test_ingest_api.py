@@ -17,6 +17,7 @@ from bot.web.ingest_api import IngestApi
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import IntentSignal, Message
+from tests.domain_support import process_services
 from tests.ingest.conftest import INGEST_TOKEN
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
@@ -25,7 +26,8 @@ AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 @pytest.fixture
 async def base_url(ingest_settings: Settings, session_factory: SessionFactory) -> AsyncIterator[str]:
     app = web.Application()
-    IngestApi(ingest_settings, lambda: session_factory, now=utcnow).add_routes(app)
+    services = process_services(ingest_settings.sop_dir)
+    IngestApi(ingest_settings, session_factory, services, now=utcnow).add_routes(app)
     async with TestServer(app) as server:
         yield str(server.make_url(""))
 

@@ -22,6 +22,7 @@ from bot.wecom.client import build_wecom_client
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import Message
+from tests.domain_support import process_services
 from tests.ingest.conftest import OPEN_KFID, SOP_DIR
 
 CHILD = r"""
@@ -31,6 +32,7 @@ from bot.wecom.client import build_wecom_client
 from bot.settings import load_settings
 from scrm.db import make_engine, make_session_factory
 from scrm.db_types import utcnow
+from scrm.services import Services
 import aiohttp
 
 async def main() -> None:
@@ -41,7 +43,7 @@ async def main() -> None:
         await asyncio.Event().wait()  # killed here, after the first page is committed
     async with aiohttp.ClientSession() as http:
         client = build_wecom_client(settings, http, None)
-        sync = KfSync(client, make_session_factory(engine), settings.corp_id, sop_dir=settings.sop_dir,
+        sync = KfSync(client, make_session_factory(engine), settings.corp_id, services=Services.build(settings.sop_dir),
                       now=utcnow, limit=int(sys.argv[1]), on_page_committed=committed)
         await sync.run(sys.argv[2])
 
@@ -69,7 +71,9 @@ async def test_callback_runs_a_sync_that_stores_customer_and_servicer_messages(
     router = Router()
     register_sync_handlers(router)
     client = build_wecom_client(ingest_settings, http, None)
-    ctx = HandlerContext(session_factory, ingest_settings, utcnow, lambda: None, client=client)
+    ctx = HandlerContext(
+        session_factory, ingest_settings, utcnow, lambda: None, process_services(ingest_settings.sop_dir), client=client
+    )
     event = parse_event({k: str(v) for k, v in fields.items()})
     assert await router.dispatch(event, ctx)
     await router.dispatch(event, ctx)  # a redelivered callback pages from the stored cursor: nothing new
@@ -95,7 +99,7 @@ async def test_cancelled_mid_loop_resumes_without_loss_or_duplicates(
         client,
         session_factory,
         ingest_settings.corp_id,
-        sop_dir=SOP_DIR,
+        services=process_services(SOP_DIR),
         now=utcnow,
         limit=3,
         on_page_committed=stop_after_first_page,
@@ -107,9 +111,9 @@ async def test_cancelled_mid_loop_resumes_without_loss_or_duplicates(
         await task
     assert len(await _messages(session_factory)) == 3
     calls_before = world.counters.api_calls["kf/sync_msg"]
-    report = await KfSync(client, session_factory, ingest_settings.corp_id, sop_dir=SOP_DIR, now=utcnow, limit=3).run(
-        OPEN_KFID
-    )
+    report = await KfSync(
+        client, session_factory, ingest_settings.corp_id, services=process_services(SOP_DIR), now=utcnow, limit=3
+    ).run(OPEN_KFID)
     assert (report.pages, report.fetched, report.stored) == (2, 4, 4)  # from the committed cursor on
     assert world.counters.api_calls["kf/sync_msg"] - calls_before == 2
     texts = [m.text for m in await _messages(session_factory)]
@@ -122,7 +126,7 @@ async def test_expired_callback_token_falls_back_to_paging_without_it(
     fields = world.kf_customer_message(OPEN_KFID, "wmKf1", "月底前能提车吗")
     world.clock.advance(601)  # type: ignore[attr-defined]
     client = build_wecom_client(ingest_settings, http, None)
-    sync = KfSync(client, session_factory, ingest_settings.corp_id, sop_dir=SOP_DIR, now=utcnow)
+    sync = KfSync(client, session_factory, ingest_settings.corp_id, services=process_services(SOP_DIR), now=utcnow)
     report = await sync.run(OPEN_KFID, fields["Token"])
     assert report.stored == 1
     assert world.counters.api_calls["kf/sync_msg"] == 2  # refused with 95007, then without the token
@@ -158,9 +162,9 @@ async def test_kill_9_after_a_committed_page_resumes_without_loss_or_duplicates(
     cursor = await stored_cursor(session_factory, ingest_settings.corp_id, OPEN_KFID)
     assert cursor
     client = build_wecom_client(ingest_settings, http, None)
-    report = await KfSync(client, session_factory, ingest_settings.corp_id, sop_dir=SOP_DIR, now=utcnow, limit=2).run(
-        OPEN_KFID
-    )
+    report = await KfSync(
+        client, session_factory, ingest_settings.corp_id, services=process_services(SOP_DIR), now=utcnow, limit=2
+    ).run(OPEN_KFID)
     assert report.fetched == 3
     texts = [m.text for m in await _messages(session_factory)]
     assert texts == [f"第{n}条：这车落地多少钱" for n in range(5)]

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.ingest import IncomingMessage, InvalidRecord, load_records, parse_message_record, store_message
 from scrm.models import Message
+from tests.domain_support import intent_for, process_services
 from tests.ingest.conftest import SOP_DIR
 
 CORP = "wwcorp0001"
@@ -18,7 +19,9 @@ NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 
 async def _store(factory: SessionFactory, incoming: IncomingMessage) -> bool:
     async with write_transaction(factory) as session:
-        return await store_message(session, CORP, incoming, sop_dir=SOP_DIR, now=NOW)
+        return await store_message(
+            session, CORP, incoming, intent=intent_for(SOP_DIR), hooks=process_services(SOP_DIR), now=NOW
+        )
 
 
 async def test_same_msgid_is_stored_once_per_source(session_factory: SessionFactory) -> None:

@@ -48,7 +48,7 @@ async def test_a_customer_joining_a_group_is_a_join_signal(session_factory: Sess
     svc.holder.directory = sop_dir
     async with write_transaction(session_factory) as session:
         session.add(CustomerGroup(corp_id=CORP, chat_id="wrCAR", name="车友群", owner_userid="zhangsan"))
-    with installed(svc):
+    with installed(svc) as hooks:
         for _ in range(2):  # a replayed callback adds nothing
             async with write_transaction(session_factory) as session:
                 await on_group_updated(
@@ -60,6 +60,7 @@ async def test_a_customer_joining_a_group_is_a_join_signal(session_factory: Sess
                     refetch_delay=0,
                     members=["wmA", "zhangsan"],
                     join_scene=3,
+                    hooks=hooks,
                 )
     joins = await signals(session_factory, "join")
     joins += await signals(session_factory, "join_group")

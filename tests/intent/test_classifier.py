@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.settings import BUNDLED_SOP_DIR
-from scrm.intent.classifier import Classifier, classifier_for
+from scrm.intent.classifier import Classifier
 from scrm.intent.rules import IntentRules, IntentRulesError, load_rules
+from scrm.intent.services import IntentServices
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def test_rule_less_rules_say_other() -> None:
     assert Classifier(IntentRules()).classify("多少钱").primary == "other"
 
 
-# ---- classifier_for ---------------------------------------------------------------------------------------
+# ---- IntentServices.classifier ----------------------------------------------------------------------------
 
 
 def _touch(path: Path, text: str, mtime_ns: int) -> None:
@@ -210,21 +211,23 @@ def _touch(path: Path, text: str, mtime_ns: int) -> None:
 
 
 def test_classifier_for_caches_and_reloads_on_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert classifier_for(tmp_path).classify("多少钱").primary == "other"  # no intent.yaml yet
+    intent = IntentServices(tmp_path)
+    assert intent.classifier().classify("多少钱").primary == "other"  # no intent.yaml yet
     path = tmp_path / "intent.yaml"
     _touch(path, "intents:\n  price:\n    keywords: {多少钱: 4}\n", 1_000_000_000)
-    first = classifier_for(tmp_path)
+    first = intent.classifier()
     assert first.classify("多少钱").primary == "price"
-    assert classifier_for(tmp_path) is first
+    assert intent.classifier() is first
     _touch(path, "intents:\n  config:\n    keywords: {多少钱: 4}\n", 2_000_000_000)
-    second = classifier_for(tmp_path)
+    second = intent.classifier()
     assert second.classify("多少钱").primary == "config"
     _touch(path, "intents:\n  prise: {}\n", 3_000_000_000)
-    assert classifier_for(tmp_path) is second  # broken file: the last good rules stay
+    assert intent.classifier() is second  # broken file: the last good rules stay
     assert "intent rules invalid" in caplog.text
 
 
 def test_classifier_for_raises_when_the_first_load_fails(tmp_path: Path) -> None:
+    intent = IntentServices(tmp_path)
     (tmp_path / "intent.yaml").write_text("intents: [\n", encoding="utf-8")
     with pytest.raises(IntentRulesError):
-        classifier_for(tmp_path)
+        intent.classifier()

@@ -20,6 +20,7 @@ from scrm.intent.pipeline import on_behaviour
 from scrm.models import CommandStatus, ContactTag, OutboxCommand, Tag, TagGroup
 from scrm.sync.tags import apply_corp_tag_list
 from tests.conftest import make_settings
+from tests.domain_support import intent_for, process_services
 from tests.intent.test_pipeline import RULES_YAML, START, make_contact, store
 from tests.sop.support import CORP
 
@@ -97,7 +98,8 @@ async def test_a_level_and_stage_change_swaps_only_managed_tags(session_factory:
             kind="test_drive_booking",
             ref="form:9",
             at=START + timedelta(hours=1),
-            sop_dir=sop_dir,
+            intent=intent_for(sop_dir),
+            hooks=process_services(sop_dir),
         )
     first, second = await commands(session_factory, "mark_tag")
     assert first.payload["add_tag"] == sorted(tag_id(n) for n in ("询价", "购车意向", "C级", "潜客"))

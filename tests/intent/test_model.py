@@ -13,10 +13,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from bot.settings import BUNDLED_SOP_DIR
-from scrm.intent.classifier import Classifier, classifier_for, classifier_from_file
+from scrm.intent.classifier import Classifier, classifier_from_file
 from scrm.intent.model import RANDOM_STATE, char_ngrams, load_examples, train_model
 from scrm.intent.normalize import normalize
 from scrm.intent.rules import IntentRules, IntentRulesError, ModelSettings, load_rules
+from scrm.intent.services import IntentServices
 
 EXAMPLES: list[tuple[str, str]] = [
     ("什么时候能开一下", "test_drive"),
@@ -145,9 +146,10 @@ def test_hedged_message_stays_hedged(combined: Classifier) -> None:
 
 
 def test_disabled_model_is_rules_only(tmp_path: Path) -> None:
+    intent = IntentServices(tmp_path)
     write_examples(tmp_path / "intent_examples.jsonl")
     (tmp_path / "intent.yaml").write_text("intents:\n  after_sales:\n    keywords: {保养: 3}\n", encoding="utf-8")
-    classifier = classifier_for(tmp_path)
+    classifier = intent.classifier()
     assert classifier.model is None
     assert classifier.classify("明天能开一下吗").primary == "other"
 
@@ -167,15 +169,16 @@ def test_missing_examples_file_means_rules_only_with_a_warning(
 
 
 def test_classifier_for_retrains_when_examples_change(tmp_path: Path) -> None:
+    intent = IntentServices(tmp_path)
     examples = write_examples(tmp_path / "intent_examples.jsonl")
     (tmp_path / "intent.yaml").write_text("model:\n  enabled: true\n  threshold: 0.4\n  regularisation: 100\n")
-    first = classifier_for(tmp_path)
+    first = intent.classifier()
     assert first.model is not None
-    assert classifier_for(tmp_path) is first
+    assert intent.classifier() is first
     write_examples(examples, [*EXAMPLES, ("开一下", "other"), ("开一下吧", "other")])
     stat = examples.stat()
     os.utime(examples, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
-    second = classifier_for(tmp_path)
+    second = intent.classifier()
     assert second is not first
     assert second.model is not None and "other" in second.model.classes
 

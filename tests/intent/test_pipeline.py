@@ -14,8 +14,10 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.errors import DomainError
 from scrm.intent.pipeline import on_behaviour, on_message_stored
 from scrm.intent.rules import IntentRules
+from scrm.lifecycle import LifecycleHooks
 from scrm.models import AuditLog, Contact, FollowRelation, IntentSignal, LeadScoreChange, Message, OutboxCommand
 from scrm.rows import ensure_corp
+from tests.domain_support import intent_for, process_services
 from tests.sop.support import CORP, add_contact, bundle, enrolments, installed, seed, services
 
 START = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 China time
@@ -82,7 +84,9 @@ async def store(
     sender_type: str = "customer",
     msgtype: str = "text",
     now: datetime | None = None,
+    hooks: LifecycleHooks | None = None,
 ) -> None:
+    """Store and score one message; ``hooks``: the process's services (default: no SOP engine, no handoff)."""
     async with write_transaction(factory) as session:
         await ensure_corp(session, CORP)
         message = Message(
@@ -98,13 +102,17 @@ async def store(
         )
         session.add(message)
         await session.flush()
-        await on_message_stored(session, CORP, message, sop_dir=sop_dir, now=now or at)
+        await on_message_stored(
+            session, CORP, message, intent=intent_for(sop_dir), hooks=hooks or process_services(sop_dir), now=now or at
+        )
 
 
 async def replay(factory: SessionFactory, sop_dir: Path, msgid: str, *, now: datetime) -> None:
     async with write_transaction(factory) as session:
         message = (await session.exec(select(Message).where(Message.msgid == msgid))).one()
-        await on_message_stored(session, CORP, message, sop_dir=sop_dir, now=now)
+        await on_message_stored(
+            session, CORP, message, intent=intent_for(sop_dir), hooks=process_services(sop_dir), now=now
+        )
 
 
 async def contact(factory: SessionFactory, external_userid: str = "wmA") -> Contact:
@@ -186,7 +194,8 @@ async def test_level_a_moves_a_prospect_to_intent_and_decay_is_recorded(
             ref="form:77",
             at=START + timedelta(hours=1),
             detail={"form_type": "test_drive"},
-            sop_dir=sop_dir,
+            intent=intent_for(sop_dir),
+            hooks=process_services(sop_dir),
         )
     row = await contact(session_factory)
     assert (row.intent_level, row.stage) == ("A", "intent")
@@ -222,9 +231,27 @@ async def test_behaviours_score_once_per_ref(session_factory: SessionFactory, so
     await make_contact(session_factory)
     for _ in range(2):
         async with write_transaction(session_factory) as session:
-            await on_behaviour(session, CORP, "wmA", kind="click", ref="click:tok1:1", at=START, sop_dir=sop_dir)
+            await on_behaviour(
+                session,
+                CORP,
+                "wmA",
+                kind="click",
+                ref="click:tok1:1",
+                at=START,
+                intent=intent_for(sop_dir),
+                hooks=process_services(sop_dir),
+            )
     async with write_transaction(session_factory) as session:
-        await on_behaviour(session, CORP, "wmA", kind="join", ref="join:wrX", at=START, sop_dir=sop_dir)
+        await on_behaviour(
+            session,
+            CORP,
+            "wmA",
+            kind="join",
+            ref="join:wrX",
+            at=START,
+            intent=intent_for(sop_dir),
+            hooks=process_services(sop_dir),
+        )
     async with session_factory() as session:
         signals = (await session.exec(select(IntentSignal).order_by(col(IntentSignal.id)))).all()
     assert [(s.kind, s.code, s.weight) for s in signals] == [("click", "click", 4), ("join", "join_group", 6)]
@@ -233,7 +260,16 @@ async def test_behaviours_score_once_per_ref(session_factory: SessionFactory, so
     assert [c.score_after for c in await score_changes(session_factory)] == [4, 10]
     with pytest.raises(DomainError):
         async with write_transaction(session_factory) as session:
-            await on_behaviour(session, CORP, "wmA", kind="favourite", ref="x", at=START, sop_dir=sop_dir)
+            await on_behaviour(
+                session,
+                CORP,
+                "wmA",
+                kind="favourite",
+                ref="x",
+                at=START,
+                intent=intent_for(sop_dir),
+                hooks=process_services(sop_dir),
+            )
 
 
 async def test_a_customer_who_is_not_a_contact_keeps_signals_only(
@@ -265,9 +301,9 @@ steps:
   - private_message: {text: "欢迎预约试驾"}
 """
     )
-    with installed(services(keyword)):
-        await add_contact(session_factory, "wmA", at=START)
-        await store(session_factory, sop_dir, "m1", "想试驾", at=START + timedelta(minutes=5))
+    with installed(services(keyword)) as hooks:
+        await add_contact(session_factory, "wmA", at=START, hooks=hooks)
+        await store(session_factory, sop_dir, "m1", "想试驾", at=START + timedelta(minutes=5), hooks=hooks)
     assert [(e.template_id, e.occurrence) for e in await enrolments(session_factory)] == [("drive_keyword", "msg:m1")]
     assert (await contact(session_factory)).score > 0
 
@@ -281,5 +317,14 @@ async def test_broken_rules_leave_messages_unclassified_and_use_default_behaviou
     async with session_factory() as session:
         assert (await session.exec(select(Message))).one().classified_at is None
     async with write_transaction(session_factory) as session:
-        await on_behaviour(session, CORP, "wmA", kind="test_drive_booking", ref="form:1", at=START, sop_dir=tmp_path)
+        await on_behaviour(
+            session,
+            CORP,
+            "wmA",
+            kind="test_drive_booking",
+            ref="form:1",
+            at=START,
+            intent=intent_for(tmp_path),
+            hooks=process_services(tmp_path),
+        )
     assert (await contact(session_factory)).score == round(IntentRules().scoring.behaviours["test_drive_booking"])

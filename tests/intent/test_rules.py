@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.settings import BUNDLED_SOP_DIR
+from scrm.folder_check import check_folder, check_path
 from scrm.intent.rules import INTENT_CODES, IntentRules, IntentRulesError, load_rules
-from scrm.sop.check import check_folder, check_path
 from scrm.sop.source import load_folder
 
 SHIPPED = BUNDLED_SOP_DIR / "intent.yaml"

@@ -15,6 +15,7 @@ from scrm.leads.history import set_status
 from scrm.leads.rules import HandoffRules, SlaRules
 from scrm.leads.services import LeadServices
 from scrm.leads.sla import start_phase
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import (
     CLOSED_STATUSES,
     Contact,
@@ -36,8 +37,8 @@ T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 RULES = HandoffRules(sla=SlaRules(accept_minutes=5, contact_minutes=30, business_hours=False))
 
 
-def lead_services() -> LeadServices:
-    return LeadServices.with_rules(RULES, "https://scrm.example.com/")
+def lead_services(hooks: LifecycleHooks = NO_HOOKS) -> LeadServices:
+    return LeadServices.with_rules(RULES, "https://scrm.example.com/", hooks)
 
 
 @dataclass(frozen=True)

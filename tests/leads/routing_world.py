@@ -26,6 +26,7 @@ from scrm.models import (
     StaffNotification,
 )
 from scrm.rows import ensure_corp
+from tests.domain_support import process_services
 
 CORP = "wwroutecorp"
 CN = ZoneInfo("Asia/Shanghai")
@@ -113,9 +114,20 @@ async def add_group(factory: SessionFactory, chat_id: str, dealer_id: int, membe
             session.add(GroupMember(corp_id=CORP, chat_id=chat_id, member_id=ext, join_time=cn(20, 10)))
 
 
-async def hand_off(factory: SessionFactory, ext: str, now: datetime, trigger: str = "level_H") -> Lead | None:
+async def hand_off(
+    factory: SessionFactory, ext: str, now: datetime, trigger: str = "level_H", *, leads: LeadServices | None
+) -> Lead | None:
+    """What the process's services do when the contact reaches level H (or a ``trigger`` behaviour is recorded):
+    the new lead, or None. ``leads`` None: a process without the lead feature."""
+    hooks = process_services(leads=leads)
     async with write_transaction(factory) as session:
-        return await handoff.consider(session, CORP, ext, trigger=trigger, now=now)
+        before = await handoff.open_lead(session, CORP, ext)
+        if trigger.startswith("level_"):
+            await hooks.intent_level_changed(session, CORP, ext, "", trigger.removeprefix("level_"), now)
+        else:
+            await hooks.behaviour_recorded(session, CORP, ext, trigger, now)
+        after = await handoff.open_lead(session, CORP, ext)
+        return after if after is not None and before is None else None
 
 
 async def lead_of(factory: SessionFactory, ext: str) -> Lead:

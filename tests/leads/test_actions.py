@@ -14,10 +14,12 @@ from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_message_stored
 from scrm.leads.actions import ActionInput, ActionOutcome, LeadActionError, on_staff_message, perform
 from scrm.leads.transitions import Action
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import LeadStatus, Message, SopEnrolment
 from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.services import SopServices
 from scrm.sop.spec import SopTemplate, TemplateBundle
+from tests.domain_support import intent_for, process_services
 from tests.leads.action_support import (
     CORP,
     T0,
@@ -76,11 +78,12 @@ async def act(
     reason: str = "",
     note: str = "",
     advisor_userid: str | None = None,
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> ActionOutcome:
     async with write_transaction(factory) as session:
         return await perform(
             session,
-            lead_services(),
+            lead_services(hooks),
             CORP,
             lead_id,
             action,
@@ -283,8 +286,8 @@ async def test_approved_lost_closes_the_lead_and_starts_the_recall_sop(session_f
     [request] = await notifications(session_factory, lead_id)
     assert (request.userid, request.kind, request.title) == ("m1", "lost_request", "战败审批：客户wmA")
     assert "原因：选择了竞品品牌\n说明：去看了别家" in request.description
-    with installed(_lost_recall()):
-        await act(session_factory, lead_id, Action.APPROVE_LOST, "m1", minutes=9)
+    with installed(_lost_recall()) as hooks:
+        await act(session_factory, lead_id, Action.APPROVE_LOST, "m1", minutes=9, hooks=hooks)
     lead = await get_lead(session_factory, lead_id)
     assert (lead.status, lead.closed_at, lead.next_check_at) == (S.LOST, T0 + timedelta(minutes=9), None)
     assert await contact_stage(session_factory, "wmA") == "lost"
@@ -343,7 +346,14 @@ async def test_the_advisors_message_to_the_customer_is_the_first_contact(session
             assert not await on_staff_message(session, CORP, message, now=T0 + timedelta(minutes=6))
     assert (await get_lead(session_factory, lead_id)).status == S.ASSIGNED
     async with write_transaction(session_factory) as session:
-        await on_message_stored(session, CORP, _message("m-1"), sop_dir="sop_templates", now=T0 + timedelta(minutes=6))
+        await on_message_stored(
+            session,
+            CORP,
+            _message("m-1"),
+            intent=intent_for("sop_templates"),
+            hooks=process_services("sop_templates"),
+            now=T0 + timedelta(minutes=6),
+        )
     lead = await get_lead(session_factory, lead_id)
     assert (lead.status, lead.accepted_at, lead.contacted_at, lead.next_check_at) == (
         S.CONTACTED,

@@ -55,7 +55,7 @@ class Api:
 
 def _app(factory: SessionFactory, now: datetime, services: LeadServices | None) -> web.Application:
     app = web.Application()
-    LeadsApi(SETTINGS, lambda: factory, now=lambda: now, services=lambda: services).add_routes(app)
+    LeadsApi(SETTINGS, factory, now=lambda: now, leads=services).add_routes(app)
     return app
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scrm.leads import services as services_module
 from scrm.leads.rules import HandoffRules, HandoffRulesError, LadderAction, load_handoff_rules, rules_in
 from scrm.leads.services import LeadServices
+from scrm.services import Services
 
 SHIPPED = Path(__file__).resolve().parents[2] / "sop_templates" / "handoff.yaml"
 
@@ -63,15 +63,12 @@ def test_edits_are_picked_up_and_a_bad_edit_keeps_the_last_good_rules(tmp_path: 
     assert services.rules() == HandoffRules()
 
 
-def test_services_slot_returns_the_latest_installed() -> None:
-    first, second = LeadServices.with_rules(HandoffRules()), LeadServices.with_rules(HandoffRules(enabled=False))
-    services_module.install(first)
-    services_module.install(second)
-    try:
-        assert services_module.active() is second
-        services_module.uninstall(second)
-        assert services_module.active() is first
-    finally:
-        services_module.uninstall(first)
-        services_module.uninstall(second)
-    assert second.lead_url(7) == "https://work.weixin.qq.com/leads/7"
+def test_each_process_builds_its_own_services_and_wires_lead_outcomes_back(tmp_path: Path) -> None:
+    """No process-wide slot: two services objects are independent, and each one's lead and SOP services report
+    their facts (a delivery, a lost lead, a tag an SOP step added) to that same object."""
+    first, second = Services.build(tmp_path), Services.build(tmp_path, console_url="https://scrm.example.com/")
+    assert first.leads is not None and second.leads is not None and first.leads is not second.leads
+    assert first.leads.hooks is first and second.leads.hooks is second
+    assert first.sop is not None and first.sop.hooks is first
+    assert first.leads.lead_url(7) == "https://work.weixin.qq.com/leads/7"
+    assert second.leads.lead_url(7) == "https://scrm.example.com/leads/7"

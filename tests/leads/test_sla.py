@@ -41,7 +41,7 @@ async def tick(factory: SessionFactory, services: LeadServices, *times: object) 
 
 async def test_each_rung_fires_at_its_exact_minute(session_factory: SessionFactory, installed: LeadServices) -> None:
     await network(session_factory)
-    lead = await hand_off(session_factory, "c1", T0)
+    lead = await hand_off(session_factory, "c1", T0, leads=installed)
     assert lead is not None and lead.advisor_userid == "a0" and lead.id is not None
     await tick(session_factory, installed, cn(23, 10, 4, 59))
     assert await events(session_factory, lead.id) == ["created", "assigned"]
@@ -63,7 +63,7 @@ async def test_each_rung_fires_at_its_exact_minute(session_factory: SessionFacto
 
 async def test_repeated_ticks_notify_nobody_twice(session_factory: SessionFactory, installed: LeadServices) -> None:
     await network(session_factory)
-    await hand_off(session_factory, "c1", T0)
+    await hand_off(session_factory, "c1", T0, leads=installed)
     for second in range(0, 16 * 60, 20):  # a tick every 20 s through the whole accept ladder, each run twice
         at = T0 + timedelta(seconds=second)
         await tick(session_factory, installed, at, at)
@@ -81,7 +81,7 @@ async def test_a_lead_accepted_in_the_last_second_is_not_escalated(
     session_factory: SessionFactory, installed: LeadServices
 ) -> None:
     await network(session_factory)
-    lead = await hand_off(session_factory, "c1", T0)
+    lead = await hand_off(session_factory, "c1", T0, leads=installed)
     assert lead is not None and lead.id is not None
     async with write_transaction(session_factory) as session:
         await perform(session, installed, CORP, lead.id, Action.ACCEPT, actor="a0", now=cn(23, 10, 4, 59))
@@ -96,7 +96,7 @@ async def test_a_lead_accepted_in_the_last_second_is_not_escalated(
 
 async def test_reassignments_are_capped_then_the_pool(session_factory: SessionFactory, installed: LeadServices) -> None:
     await network(session_factory)
-    lead = await hand_off(session_factory, "c1", T0)
+    lead = await hand_off(session_factory, "c1", T0, leads=installed)
     assert lead is not None and lead.id is not None
     at = T0
     for _ in range(4 * 16):  # minute by minute, long past three full ladders
@@ -115,7 +115,7 @@ async def test_reassignments_are_capped_then_the_pool(session_factory: SessionFa
 async def test_deadlines_count_opening_minutes_only(session_factory: SessionFactory, installed: LeadServices) -> None:
     await network(session_factory)
     friday = cn(27, 17, 58)
-    lead = await hand_off(session_factory, "c1", friday)
+    lead = await hand_off(session_factory, "c1", friday, leads=installed)
     assert lead is not None and lead.sla_deadline_at == cn(28, 9, 3)  # Saturday: the dealer opens every day
     await tick(session_factory, installed, cn(27, 23), cn(28, 9, 2, 59))
     assert (await lead_of(session_factory, "c1")).sla_step == 0
@@ -129,5 +129,5 @@ async def test_weekend_closed_dealer_deadline_moves_to_monday(
     sz = await add_dealer(session_factory, "SZ02", city="苏州", hours="mon-fri 09:00-18:00")
     await add_staff(session_factory, "w0", sz)
     await add_contact(session_factory, "c9", dealer_code="SZ02")
-    lead = await hand_off(session_factory, "c9", cn(27, 17, 58))
+    lead = await hand_off(session_factory, "c9", cn(27, 17, 58), leads=installed)
     assert lead is not None and lead.status == "assigned" and lead.sla_deadline_at == cn(30, 9, 3)

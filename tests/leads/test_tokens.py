@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.runtime.sop_wiring import link_secret
 from bot.web.leads_api import staff_token_secret
+from bot.web.links import link_secret
 from scrm.db import SessionFactory
 from scrm.leads.staff_tokens import derive_secret, issue, verify
 from tests.conftest import TEST_AES_KEY, TEST_TOKEN, make_settings

@@ -34,6 +34,7 @@ from scrm.models import (
     TransferStatus,
 )
 from tests.conftest import TEST_CORP_ID, make_settings
+from tests.domain_support import process_services
 from tests.outbox.emulated_world import START, make_client, make_dispatcher, make_world, run_until_idle, served
 
 CUSTOMER = "wmHotCustomer01"
@@ -114,7 +115,8 @@ async def world(session_factory: SessionFactory, redis_prefix: str) -> AsyncIter
     state.add_staff("lisi", "李四", "BJ001")
     router = Router()
     register_sync_handlers(router)
-    ctx = HandlerContext(session_factory, make_settings(), clock.utcnow, lambda: None)
+    settings = make_settings()
+    ctx = HandlerContext(session_factory, settings, clock.utcnow, lambda: None, process_services(settings.sop_dir))
     async with served(state) as emulator, aiohttp.ClientSession() as http:
         client = make_client(emulator, http, clock, None, redis_prefix)
         world = World(

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from bot.runtime.app import RUNTIME_KEY, create_app
 from bot.runtime.assembly import Role
-from bot.runtime.sop_wiring import link_signer
+from bot.web.links import link_signer
 from scrm.db import write_transaction
 from scrm.models import Contact, IntentSignal, Message
 from scrm.rows import ensure_corp

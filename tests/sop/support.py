@@ -12,14 +12,17 @@ from sqlmodel import select
 
 from scrm.contact_policy import Policy
 from scrm.db import SessionFactory, write_transaction
+from scrm.leads.services import LeadServices
+from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import Dealer, OutboxCommand, SopEnrolment, SopStepRun, Staff
 from scrm.rows import ensure_corp
-from scrm.sop import hooks
+from scrm.services import Services
 from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.services import SopServices
 from scrm.sop.spec import SopTemplate, TemplateBundle
 from scrm.sop.ticks import run_due
 from scrm.sync import contacts
+from tests.domain_support import process_services
 
 CORP = "wwsopcorp"
 # Monday 2026-03-02 10:00 China time
@@ -40,12 +43,10 @@ def services(*bundles: TemplateBundle, policy: Policy | None = None) -> SopServi
 
 
 @contextmanager
-def installed(svc: SopServices) -> Iterator[SopServices]:
-    hooks.install(svc)
-    try:
-        yield svc
-    finally:
-        hooks.uninstall(svc)
+def installed(svc: SopServices, *, leads: LeadServices | None = None) -> Iterator[Services]:
+    """The services of a process running the SOP engine on ``svc`` (and lead handoff on ``leads``): what the test
+    passes as ``hooks`` to the domain calls it makes inside the block."""
+    yield process_services(sop=svc, leads=leads)
 
 
 async def seed(factory: SessionFactory, *, staff: str = "zhangsan", dealer: str = "BJ001") -> None:
@@ -66,6 +67,7 @@ async def add_contact(
     state: str = "L1~q~BJ001~zhangsan",
     welcome_code: str = "",
     name: str = "",
+    hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
     async with write_transaction(factory) as session:
         await contacts.on_contact_added(
@@ -77,6 +79,7 @@ async def add_contact(
             welcome_code=welcome_code or f"code-{external_userid}-{int(at.timestamp())}",
             event_time=at,
             sop_dir="sop_templates",
+            hooks=hooks,
         )
         if name:
             from scrm.models import Contact

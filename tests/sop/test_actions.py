@@ -70,8 +70,8 @@ async def test_every_action_writes_its_command(session_factory: SessionFactory) 
     async with write_transaction(session_factory) as session:
         session.add(ContactTag(corp_id=CORP, external_userid="wmA", userid="zhangsan", tag_id="t_new"))
         session.add(Contact(corp_id=CORP, external_userid="wmA", name="王先生"))  # known before: a re-add
-    with installed(services(bundle(ACTIONS), bundle(SECOND))):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(services(bundle(ACTIONS), bundle(SECOND))) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
     (mark,) = await sop_commands(session_factory, "mark_tag")
     assert (mark.payload["add_tag"], mark.payload["remove_tag"]) == (["t_drive"], ["t_new"])
     async with session_factory() as session:
@@ -117,8 +117,8 @@ steps:
 async def test_a_message_that_fails_at_run_time_is_skipped_with_its_reason(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     svc = services(bundle(BROKEN_AT_RUNTIME))
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(hours=3))
     assert [(r.outcome, r.reason) for r in await step_runs(session_factory)] == [
         ("skipped", "render_error"),
@@ -141,11 +141,16 @@ steps:
 async def test_no_message_once_the_customer_deleted_the_staff_member(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     svc = services(bundle(LATER))
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
             await on_staff_deleted_by_contact(
-                session, CORP, userid="zhangsan", external_userid="wmA", event_time=MONDAY_10AM + timedelta(hours=1)
+                session,
+                CORP,
+                userid="zhangsan",
+                external_userid="wmA",
+                event_time=MONDAY_10AM + timedelta(hours=1),
+                hooks=hooks,
             )
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(days=2))
     assert [(r.outcome, r.reason) for r in await step_runs(session_factory)] == [("skipped", "no_relation")]

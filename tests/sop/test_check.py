@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from bot.cli import _register, cli
 from bot.cli.sop import sop
 from bot.settings import BUNDLED_SOP_DIR
-from scrm.sop.check import CODES, analyse, check_folder, check_path
+from scrm.folder_check import check_folder, check_path
+from scrm.sop.check import CODES, analyse
 
 NOW = datetime(2026, 5, 8, 2, 0, tzinfo=UTC)  # Friday 10:00 in Shanghai
 TAGS = "意向: [试驾, 价格]\n状态: [已试驾]\n车主: [试驾]\n"  # 试驾 is in two groups: bare use is ambiguous

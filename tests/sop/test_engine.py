@@ -50,8 +50,8 @@ exit: {stage: [owner, lost], contact_deleted: true}
 
 async def test_welcome_is_a_regular_step_and_later_steps_wait(session_factory: SessionFactory) -> None:
     await seed(session_factory)
-    with installed(services(bundle(NURTURE))):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(services(bundle(NURTURE))) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
     welcomes = await sop_commands(session_factory, "send_welcome")
     assert [payload_text(c) for c in welcomes] == ["您好，我是张三"]
     assert welcomes[0].deadline == MONDAY_10AM + timedelta(seconds=20)
@@ -63,8 +63,8 @@ async def test_welcome_is_a_regular_step_and_later_steps_wait(session_factory: S
 async def test_steps_fire_on_time_and_quiet_hours_move_them(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     svc = services(bundle(NURTURE))
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(days=6))
     runs = {r.step_id: r for r in await step_runs(session_factory)}
     assert runs["day1"].ran_at == local("2026-03-03 10:00")
@@ -83,8 +83,8 @@ async def test_a_step_due_in_quiet_hours_moves_to_the_next_allowed_minute(sessio
     await seed(session_factory)
     late = bundle(NURTURE.replace('at: "20:30"', 'at: "22:15"'))
     svc = services(late)
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(days=6))
     runs = {r.step_id: r for r in await step_runs(session_factory)}
     assert runs["day3"].due_at == local("2026-03-05 22:15")
@@ -94,9 +94,9 @@ async def test_a_step_due_in_quiet_hours_moves_to_the_next_allowed_minute(sessio
 async def test_replayed_trigger_and_repeated_ticks_write_everything_once(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     svc = services(bundle(NURTURE))
-    with installed(svc):
+    with installed(svc) as hooks:
         for _ in range(3):
-            await add_contact(session_factory, "wmA", at=MONDAY_10AM, welcome_code="code-1")
+            await add_contact(session_factory, "wmA", at=MONDAY_10AM, welcome_code="code-1", hooks=hooks)
         for _ in range(3):
             await run_due(session_factory, svc, local("2026-03-03 10:00"))
     assert len(await enrolments(session_factory)) == 1
@@ -108,10 +108,10 @@ async def test_replayed_trigger_and_repeated_ticks_write_everything_once(session
 async def test_exit_condition_cancels_pending_steps_at_once(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     svc = services(bundle(NURTURE))
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
-            await change_stage(session, CORP, "wmA", "owner", at=MONDAY_10AM + timedelta(hours=2))
+            await change_stage(session, CORP, "wmA", "owner", at=MONDAY_10AM + timedelta(hours=2), hooks=hooks)
         (enrolment,) = await enrolments(session_factory)
         assert (enrolment.status, enrolment.end_reason, enrolment.next_due_at) == ("exited", "stage:owner", None)
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(days=6))
@@ -137,8 +137,8 @@ async def test_caps_let_the_higher_priority_send_win_and_defer_the_other(session
     high = bundle(PRIORITY.format(id="high", priority=80))
     low = bundle(PRIORITY.format(id="low", priority=20))
     svc = services(low, high, policy=policy)
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         await run_until(session_factory, svc, MONDAY_10AM, MONDAY_10AM + timedelta(days=3))
     runs = {r.step_key.split(":")[1]: r for r in await step_runs(session_factory)}
     assert runs["high"].ran_at == local("2026-03-03 10:00")
@@ -153,11 +153,11 @@ async def test_in_flight_enrolments_keep_their_version(session_factory: SessionF
     v1 = bundle(NURTURE)
     v2 = bundle(NURTURE.replace("第一天问候", "新版问候"))
     assert v1.version != v2.version
-    with installed(services(v1)):
-        await add_contact(session_factory, "wmOld", at=MONDAY_10AM)
+    with installed(services(v1)) as hooks:
+        await add_contact(session_factory, "wmOld", at=MONDAY_10AM, hooks=hooks)
     svc2 = services(v2)
-    with installed(svc2):
-        await add_contact(session_factory, "wmNew", at=MONDAY_10AM)
+    with installed(svc2) as hooks:
+        await add_contact(session_factory, "wmNew", at=MONDAY_10AM, hooks=hooks)
         await run_until(session_factory, svc2, MONDAY_10AM, MONDAY_10AM + timedelta(days=2))
     by_contact = {
         c.payload["external_userid"][0]: payload_text(c)
@@ -171,9 +171,9 @@ async def test_in_flight_enrolments_keep_their_version(session_factory: SessionF
 async def test_disabled_or_deleted_template_ends_its_enrolments(session_factory: SessionFactory) -> None:
     await seed(session_factory)
     nurture = bundle(NURTURE)
-    with installed(services(nurture)):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
-        await add_contact(session_factory, "wmB", at=MONDAY_10AM)
+    with installed(services(nurture)) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
+        await add_contact(session_factory, "wmB", at=MONDAY_10AM, hooks=hooks)
     disabled = bundle(NURTURE.replace("kind: contact", "kind: contact\nenabled: false"))
     svc = SopServices(holder=CatalogHolder.fixed(catalog(disabled, generation=2)))
     assert await sweep_retired(session_factory, svc, MONDAY_10AM + timedelta(hours=1)) == 2
@@ -184,8 +184,8 @@ async def test_disabled_or_deleted_template_ends_its_enrolments(session_factory:
 
 async def test_a_catalog_that_never_loaded_cancels_nothing(session_factory: SessionFactory) -> None:
     await seed(session_factory)
-    with installed(services(bundle(NURTURE))):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(services(bundle(NURTURE))) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
     broken = SopServices(holder=CatalogHolder(__import__("pathlib").Path("/nonexistent-sop-folder")))
     assert await sweep_retired(session_factory, broken, MONDAY_10AM) == 0
     await run_due(session_factory, broken, local("2026-03-03 10:00"))  # runs on the stored version

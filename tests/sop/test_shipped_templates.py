@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from scrm.audience import Audience
+from scrm.folder_check import check_folder
 from scrm.links import LinkSigner
-from scrm.sop.check import check_folder
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, load_folder
 from scrm.sop.spec import ACTIONS, EVENTS, Exit, Message, TemplateBundle

@@ -9,8 +9,8 @@ from sqlmodel import select
 from scrm.db import SessionFactory, write_transaction
 from scrm.lifecycle import change_intent_level, change_stage
 from scrm.models import Contact, CustomerGroup, Dealer, Tag, TagGroup
-from scrm.sop.services import SopServices
 from scrm.sop.schedules import run_schedules, run_silence_scan
+from scrm.sop.services import SopServices
 from scrm.sop.triggers import message_received
 from scrm.sync.contacts import sync_contact_tags
 from scrm.sync.groups import on_group_updated
@@ -71,16 +71,22 @@ async def test_tagging_starts_tagged_templates_and_exits_others(session_factory:
         session.add(TagGroup(corp_id=CORP, group_id="g2", name="状态"))
         session.add(Tag(corp_id=CORP, tag_id="t_drive", group_id="g1", name="试驾"))
         session.add(Tag(corp_id=CORP, tag_id="t_done", group_id="g2", name="已试驾"))
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         for _ in range(2):  # a refetch seeing the same tags adds nothing
             async with write_transaction(session_factory) as session:
                 await sync_contact_tags(
-                    session, CORP, "wmA", "zhangsan", ["t_drive"], at=MONDAY_10AM + timedelta(hours=1)
+                    session, CORP, "wmA", "zhangsan", ["t_drive"], at=MONDAY_10AM + timedelta(hours=1), hooks=hooks
                 )
         async with write_transaction(session_factory) as session:
             await sync_contact_tags(
-                session, CORP, "wmA", "zhangsan", ["t_drive", "t_done"], at=MONDAY_10AM + timedelta(hours=2)
+                session,
+                CORP,
+                "wmA",
+                "zhangsan",
+                ["t_drive", "t_done"],
+                at=MONDAY_10AM + timedelta(hours=2),
+                hooks=hooks,
             )
     by_template = {e.template_id: e for e in await enrolments(session_factory)}
     assert by_template["on_test_drive_tag"].status == "completed"
@@ -97,14 +103,16 @@ async def test_stage_changes_start_owner_and_lost_templates(session_factory: Ses
     owner = bundle(_template("owner_care", "contact", "{event: contact.stage_changed, to: [owner]}"))
     lost = bundle(_template("lost_recall", "contact", "{event: lead.lost}"))
     svc = services(owner, lost)
-    with installed(svc):
-        await add_contact(session_factory, "wmOwner", at=MONDAY_10AM)
-        await add_contact(session_factory, "wmLost", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmOwner", at=MONDAY_10AM, hooks=hooks)
+        await add_contact(session_factory, "wmLost", at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
-            await change_stage(session, CORP, "wmOwner", "intent", at=MONDAY_10AM + timedelta(hours=1))
-            await change_stage(session, CORP, "wmOwner", "owner", at=MONDAY_10AM + timedelta(hours=2))
-            await change_stage(session, CORP, "wmLost", "lost", at=MONDAY_10AM + timedelta(hours=2))
-            assert not await change_stage(session, CORP, "wmLost", "lost", at=MONDAY_10AM + timedelta(hours=3))
+            await change_stage(session, CORP, "wmOwner", "intent", at=MONDAY_10AM + timedelta(hours=1), hooks=hooks)
+            await change_stage(session, CORP, "wmOwner", "owner", at=MONDAY_10AM + timedelta(hours=2), hooks=hooks)
+            await change_stage(session, CORP, "wmLost", "lost", at=MONDAY_10AM + timedelta(hours=2), hooks=hooks)
+            assert not await change_stage(
+                session, CORP, "wmLost", "lost", at=MONDAY_10AM + timedelta(hours=3), hooks=hooks
+            )
     started = sorted((e.template_id, e.subject_id) for e in await enrolments(session_factory))
     assert started == [("lost_recall", "wmLost"), ("owner_care", "wmOwner")]
 
@@ -114,15 +122,15 @@ async def test_intent_level_triggers_when_the_level_is_reached_not_when_it_stays
 ) -> None:
     await seed(session_factory)
     hot = bundle(_template("hot_lead", "contact", "{event: contact.intent_level, level: A}"))
-    with installed(services(hot)):
+    with installed(services(hot)) as hooks:
         for ext in ("wmC", "wmB"):
-            await add_contact(session_factory, ext, at=MONDAY_10AM)
+            await add_contact(session_factory, ext, at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
             at = MONDAY_10AM + timedelta(hours=1)
-            await change_intent_level(session, CORP, "wmC", "C", at=at, score=20)
-            await change_intent_level(session, CORP, "wmC", "A", at=at + timedelta(minutes=1), score=75)
-            await change_intent_level(session, CORP, "wmC", "H", at=at + timedelta(minutes=2), score=92)
-            await change_intent_level(session, CORP, "wmB", "B", at=at, score=50)
+            await change_intent_level(session, CORP, "wmC", "C", at=at, score=20, hooks=hooks)
+            await change_intent_level(session, CORP, "wmC", "A", at=at + timedelta(minutes=1), score=75, hooks=hooks)
+            await change_intent_level(session, CORP, "wmC", "H", at=at + timedelta(minutes=2), score=92, hooks=hooks)
+            await change_intent_level(session, CORP, "wmB", "B", at=at, score=50, hooks=hooks)
     started = [(e.template_id, e.subject_id, e.context["level"]) for e in await enrolments(session_factory)]
     assert started == [("hot_lead", "wmC", "A")]
 
@@ -131,7 +139,7 @@ async def test_member_joined_starts_a_group_template(session_factory: SessionFac
     await seed(session_factory)
     welcome_group = bundle(_template("group_welcome", "group", "{event: group.member_joined}", "group_message"))
     await _group(session_factory, "wrCAR", "北京车友群")
-    with installed(services(welcome_group)):
+    with installed(services(welcome_group)) as hooks:
         for _ in range(2):  # the callback replayed
             async with write_transaction(session_factory) as session:
                 await on_group_updated(
@@ -143,6 +151,7 @@ async def test_member_joined_starts_a_group_template(session_factory: SessionFac
                     refetch_delay=0,
                     members=["wmNEW1"],
                     join_scene=3,
+                    hooks=hooks,
                 )
     (command,) = await sop_commands(session_factory, "add_msg_template")
     assert command.payload["chat_type"] == "group" and command.payload["chat_id_list"] == ["wrCAR"]
@@ -167,8 +176,8 @@ steps:
         dealer = (await session.exec(select(Dealer))).one()
         dealer.answers = {"price": "本月落地价 15.98 万起，详询顾问。"}
     svc = services(price, single)
-    with installed(svc):
-        await add_contact(session_factory, "wmA", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmA", at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
             at = MONDAY_10AM + timedelta(hours=3)
             kwargs = {"chat_type": "group", "chat_id": "wrCAR", "external_userid": "wmA", "userid": ""}
@@ -212,11 +221,11 @@ async def test_dates_enrol_every_live_contact_in_the_audience(session_factory: S
         _template("festival", "contact", '{dates: ["2026-03-04"], at: "10:00"}', extra="audience: {stage: [prospect]}")
     )
     svc = services(festival)
-    with installed(svc):
+    with installed(svc) as hooks:
         for ext in ("wm1", "wm2", "wm3"):
-            await add_contact(session_factory, ext, at=MONDAY_10AM)
+            await add_contact(session_factory, ext, at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
-            await change_stage(session, CORP, "wm3", "owner", at=MONDAY_10AM)
+            await change_stage(session, CORP, "wm3", "owner", at=MONDAY_10AM, hooks=hooks)
     assert await run_schedules(session_factory, svc, CORP, local("2026-03-04 10:01")) == 2
     assert await run_schedules(session_factory, svc, CORP, local("2026-03-04 10:02")) == 0
     assert sorted(e.subject_id for e in await enrolments(session_factory) if e.template_id == "festival") == [
@@ -229,9 +238,9 @@ async def test_silence_enrols_once_per_silent_spell(session_factory: SessionFact
     await seed(session_factory)
     silent = bundle(_template("wake_up", "contact", "{event: contact.silent, days: 14}"))
     svc = services(silent)
-    with installed(svc):
-        await add_contact(session_factory, "wmQuiet", at=MONDAY_10AM)
-        await add_contact(session_factory, "wmChatty", at=MONDAY_10AM)
+    with installed(svc) as hooks:
+        await add_contact(session_factory, "wmQuiet", at=MONDAY_10AM, hooks=hooks)
+        await add_contact(session_factory, "wmChatty", at=MONDAY_10AM, hooks=hooks)
         async with write_transaction(session_factory) as session:
             kwargs = {"chat_type": "single", "chat_id": "", "userid": "zhangsan"}
             at = MONDAY_10AM + timedelta(days=10)

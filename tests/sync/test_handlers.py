@@ -20,6 +20,7 @@ from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import AuditLog, CustomerGroup, FollowRelation, GroupMember
 from tests.conftest import TEST_CORP_ID, make_settings
+from tests.domain_support import process_services
 from tests.sync.helpers import commands, dump, rows
 
 SOP_DIR = Path(__file__).resolve().parents[2] / "sop_templates"
@@ -50,7 +51,13 @@ def notified() -> Notifications:
 @pytest.fixture
 def ctx(session_factory: SessionFactory, database_url: str, notified: Notifications) -> HandlerContext:
     settings: Settings = make_settings(database_url=database_url, sop_dir=str(SOP_DIR))
-    return HandlerContext(session_factory=session_factory, settings=settings, now=utcnow, notify_outbox=notified)
+    return HandlerContext(
+        session_factory=session_factory,
+        settings=settings,
+        now=utcnow,
+        notify_outbox=notified,
+        services=process_services(settings.sop_dir),
+    )
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from bot.runtime.router import HandlerContext
 from bot.settings import Settings
 from scrm.db import SessionFactory
 from scrm.db_types import utcnow
+from tests.domain_support import process_services
 
 InboxFactory = Callable[[], Inbox]
 
@@ -65,4 +66,10 @@ class OutboxNotices:
 
 @pytest.fixture
 def ctx(session_factory: SessionFactory, settings: Settings) -> HandlerContext:
-    return HandlerContext(session_factory=session_factory, settings=settings, now=utcnow, notify_outbox=OutboxNotices())
+    return HandlerContext(
+        session_factory=session_factory,
+        settings=settings,
+        now=utcnow,
+        notify_outbox=OutboxNotices(),
+        services=process_services(settings.sop_dir),
+    )

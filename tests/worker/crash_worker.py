@@ -27,6 +27,7 @@ from bot.runtime.worker import Worker
 from bot.settings import load_settings
 from scrm.db import make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
+from tests.domain_support import process_services
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,7 +80,13 @@ async def main(args: argparse.Namespace) -> None:
             )
         say(f"handled {event.dedup_key}")
 
-    ctx = HandlerContext(session_factory=sessions, settings=settings, now=utcnow, notify_outbox=lambda: None)
+    ctx = HandlerContext(
+        session_factory=sessions,
+        settings=settings,
+        now=utcnow,
+        notify_outbox=lambda: None,
+        services=process_services(settings.sop_dir),
+    )
     worker = Worker(
         inbox,
         router,

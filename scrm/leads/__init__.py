@@ -1,0 +1,1 @@
+"""Lead handoff: routing a hot contact to a dealer advisor, the SLA ladder, staff notifications, the lead lifecycle."""
