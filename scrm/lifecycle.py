@@ -54,9 +54,8 @@ class LifecycleHooks:
     """Every fact one feature package tells the others. Each method runs inside the caller's transaction; the
     base implementation does nothing (features that are not running ignore the fact)."""
 
-    async def contact_added(self, session: AsyncSession, corp_id: str, added: ContactAdded) -> bool:
-        """A new relation. True when something other than the built-in welcome answers it with a welcome."""
-        return False
+    async def contact_added(self, session: AsyncSession, corp_id: str, added: ContactAdded) -> None:
+        """A new relation (with WeCom's one-shot welcome code when it allows a welcome)."""
 
     async def contact_tagged(
         self,

@@ -75,21 +75,20 @@ class Services(LifecycleHooks):
 
     # ---- lifecycle hooks ----------------------------------------------------------------------------------
 
-    async def contact_added(self, session: AsyncSession, corp_id: str, added: ContactAdded) -> bool:
-        if self.sop is None:
-            return False
-        return await triggers.contact_added(
-            session,
-            self.sop,
-            corp_id,
-            external_userid=added.external_userid,
-            userid=added.userid,
-            state=added.state,
-            channel=added.channel,
-            dealer_code=added.dealer_code,
-            welcome_code=added.welcome_code,
-            event_time=added.event_time,
-        )
+    async def contact_added(self, session: AsyncSession, corp_id: str, added: ContactAdded) -> None:
+        if self.sop is not None:
+            await triggers.contact_added(
+                session,
+                self.sop,
+                corp_id,
+                external_userid=added.external_userid,
+                userid=added.userid,
+                state=added.state,
+                channel=added.channel,
+                dealer_code=added.dealer_code,
+                welcome_code=added.welcome_code,
+                event_time=added.event_time,
+            )
 
     async def contact_tagged(
         self,

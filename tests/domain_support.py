@@ -8,7 +8,9 @@ from pathlib import Path
 from scrm.intent.services import IntentServices
 from scrm.leads.services import LeadServices
 from scrm.services import Services
+from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.services import SopServices
+from scrm.sop.source import load_folder
 
 SOP_DIR = Path("sop_templates")
 
@@ -29,3 +31,16 @@ def process_services(
 ) -> Services:
     """A process's services on ``sop_dir`` with the SOP engine and lead handoff only when given."""
     return Services(sop_dir=Path(sop_dir), intent=intent_for(sop_dir), sop=sop, leads=leads)
+
+
+def running_sop(sop_dir: str | Path = SOP_DIR) -> SopServices:
+    """The folder's templates as a running catalog, loaded without ``sop check``: a test may run a template that
+    fails only when it renders, as an in-flight enrolment on an older stored version can."""
+    load = load_folder(sop_dir)
+    catalog = Catalog(bundles=dict(load.bundles), policy=load.policy, ok=True, generation=1)
+    return SopServices(holder=CatalogHolder.fixed(catalog))
+
+
+def sop_process_services(sop_dir: str | Path = SOP_DIR) -> Services:
+    """A process's services whose SOP engine runs the templates of ``sop_dir`` (the shipped folder by default)."""
+    return process_services(sop_dir, sop=running_sop(sop_dir))

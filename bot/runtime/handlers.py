@@ -73,7 +73,6 @@ async def _contact_added(session: AsyncSession, event: ContactAdded | ContactHal
         welcome_code=event.welcome_code,
         event_time=event_time(event, ctx),
         half=isinstance(event, ContactHalfAdded),
-        sop_dir=ctx.settings.sop_dir,
         hooks=ctx.services,
     )
 

@@ -7,6 +7,7 @@ idempotency key is derived from the step key, so even a second claim could not s
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,11 +17,12 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm import audit
 from scrm.audience import ContactFacts, GroupFacts
 from scrm.commands import CommandKind, enqueue
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
 from scrm.rows import insert_ignore
-from scrm.sop.render import RenderedMessage, SopRenderer
+from scrm.sop.render import RenderedMessage, SopRenderer, SopRenderError
 from scrm.sop.services import SopServices
 from scrm.sop.spec import Message, Step, TemplateBundle
 from scrm.touches import record_touch
@@ -102,15 +104,23 @@ async def welcome(run: StepRun) -> None:
         raise StepSkipped("no_welcome_code")  # an admin welcome is configured, or the chat already began
     event_time = datetime.fromisoformat(str(run.enrolment.context.get("event_time") or run.now.isoformat()))
     assert run.step.welcome is not None
-    text, attachments = run.render(run.step.welcome)
-    key = f"welcome:{code}"  # the same key as the built-in welcome: one code, one send, whichever path
+    try:
+        rendered = run.rendered(run.step.welcome)
+    except SopRenderError as exc:  # the customer gets no welcome: say so where operators look
+        detail = {"error": str(exc), "template": run.bundle.id, "step": run.step_key}
+        await audit.record(
+            run.session, run.corp_id, "welcome.template_broken", "contact", facts.external_userid, detail
+        )
+        raise
+    key = f"welcome:{code}"  # one welcome code, one send, however often the add is replayed
     payload = {
         "welcome_code": code,
-        "text": _text_payload(text),
-        "attachments": attachments,
+        "text": _text_payload(rendered.text),
+        "attachments": list(rendered.attachments),
         "external_userid": facts.external_userid,
         "userid": facts.staff_userid,
-        "template": f"{run.bundle.id}@{run.bundle.version}",
+        "template": posixpath.basename(rendered.file or "") or "inline",  # the message file, e.g. qr.j2
+        "sop": f"{run.bundle.id}@{run.bundle.version}",
     }
     await enqueue(
         run.session,

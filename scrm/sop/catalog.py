@@ -51,7 +51,7 @@ class Catalog:
         return [b for b in self.enabled() if b.template.trigger.event is None]
 
     def has_welcome_step(self) -> bool:
-        """True when an enabled contact.added template sends the welcome (the built-in one then stays quiet)."""
+        """True when an enabled contact.added template sends the welcome (without one, new customers get none)."""
         return any(any(s.welcome is not None for s in b.template.steps) for b in self.for_event("contact.added"))
 
     def end_reason(self, template_id: str) -> str | None:
@@ -146,6 +146,8 @@ class CatalogHolder:
             ok=True,
             generation=self._catalog.generation + 1,
         )
+        if not self._catalog.has_welcome_step():
+            log.warning("no enabled contact.added template has a welcome step: new customers get no welcome")
         log.info(
             "SOP templates loaded",
             extra={

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from scrm.models import EnrolmentStatus, SopEnrolment
 from scrm.sop import actions, statements
 from scrm.sop.catalog import Catalog
 from scrm.sop.exits import contact_exit_reason, group_exit_reason
-from scrm.sop.render import SopRenderer, SopRenderError
+from scrm.sop.render import SopRenderError
 from scrm.sop.services import SopServices
 from scrm.sop.spec import TemplateBundle
 from scrm.templating.context import build_context
@@ -204,53 +205,90 @@ async def advance(session: AsyncSession, services: SopServices, enrolment: SopEn
     if enrolment.status != EnrolmentStatus.ACTIVE.value:
         return
     catalog = services.catalog()
-    retired = catalog.end_reason(enrolment.template_id)
-    if retired:
-        _finish(enrolment, EnrolmentStatus.CANCELLED, retired, now)
-        return
-    bundle = await services.bundle(session, enrolment.template_id, enrolment.version)
+    bundle = await _running_bundle(session, services, catalog, enrolment, now)
     if bundle is None:
-        log.error("SOP version missing; enrolment cancelled", extra={"enrolment": enrolment.id})
-        _finish(enrolment, EnrolmentStatus.CANCELLED, "version_missing", now)
         return
-    template = bundle.template
-    renderer = services.renderer(bundle)
-    steps = template.steps
+    steps = bundle.template.steps
     first = True
     while enrolment.next_step < len(steps):
         index = enrolment.next_step
-        step = steps[index]
         due = first_due(bundle, index, enrolment.enrolled_at)
         if due > now and not first:  # a step just ran and the next one waits: no need to look at the subject
             _wait_for(enrolment, due)
             return
         first = False
-        facts = await _facts(session, enrolment)
+        facts = await _current_facts(session, bundle, enrolment, now)
         if facts is None:
-            _finish(enrolment, EnrolmentStatus.CANCELLED, "subject_gone", now)
-            return
-        exit_reason = (
-            contact_exit_reason(template.exit, facts)
-            if isinstance(facts, ContactFacts)
-            else group_exit_reason(template.exit, facts)
-        )
-        if exit_reason:
-            _finish(enrolment, EnrolmentStatus.EXITED, exit_reason, now)
             return
         if due > now:  # called for an exit check (recheck_exits) before the step is due
             _wait_for(enrolment, due)
             return
-        since = enrolment.step_due_since or due
-        step_id = template.step_id(index)
-        key = step_key(enrolment, step_id)
-        variables = _variables(facts, enrolment, now)
-        outcome, reason, commands = await _run_step(
-            session, services, catalog, enrolment, bundle, renderer, facts, variables, index, key, since, now
-        )
-        if outcome == "wait":
+        call = _StepCall(session, services, catalog, bundle, enrolment, facts, now)
+        if not await call.run_and_record(index, due):
             return
+        if steps[index].end:
+            _finish(enrolment, EnrolmentStatus.COMPLETED, "end_step", now)
+            return
+    _finish(enrolment, EnrolmentStatus.COMPLETED, "all_steps", now)
+
+
+async def _running_bundle(
+    session: AsyncSession, services: SopServices, catalog: Catalog, enrolment: SopEnrolment, now: datetime
+) -> TemplateBundle | None:
+    """The bundle the enrolment runs on, or None after ending it (template retired, version lost)."""
+    retired = catalog.end_reason(enrolment.template_id)
+    if retired:
+        _finish(enrolment, EnrolmentStatus.CANCELLED, retired, now)
+        return None
+    bundle = await services.bundle(session, enrolment.template_id, enrolment.version)
+    if bundle is None:
+        log.error("SOP version missing; enrolment cancelled", extra={"enrolment": enrolment.id})
+        _finish(enrolment, EnrolmentStatus.CANCELLED, "version_missing", now)
+    return bundle
+
+
+async def _current_facts(
+    session: AsyncSession, bundle: TemplateBundle, enrolment: SopEnrolment, now: datetime
+) -> ContactFacts | GroupFacts | None:
+    """What is known of the subject now, or None after ending the enrolment (subject gone, exit rule holds)."""
+    facts = await _facts(session, enrolment)
+    if facts is None:
+        _finish(enrolment, EnrolmentStatus.CANCELLED, "subject_gone", now)
+        return None
+    rule = bundle.template.exit
+    reason = contact_exit_reason(rule, facts) if isinstance(facts, ContactFacts) else group_exit_reason(rule, facts)
+    if reason:
+        _finish(enrolment, EnrolmentStatus.EXITED, reason, now)
+        return None
+    return facts
+
+
+@dataclass
+class _StepCall:
+    """One due step of one enrolment: the policy's verdict, then the action."""
+
+    session: AsyncSession
+    services: SopServices
+    catalog: Catalog  # read once per advance, so every step of it sees the same policy
+    bundle: TemplateBundle
+    enrolment: SopEnrolment
+    facts: ContactFacts | GroupFacts
+    now: datetime
+    key: str = ""
+    since: datetime | None = None
+
+    async def run_and_record(self, index: int, due: datetime) -> bool:
+        """Run the due step ``index`` and record its outcome under its key; False when it must wait."""
+        enrolment = self.enrolment
+        self.since = since = enrolment.step_due_since or due
+        step = self.bundle.template.steps[index]
+        step_id = self.bundle.template.step_id(index)
+        self.key = key = step_key(enrolment, step_id)
+        outcome, reason, commands = await self.step(index)
+        if outcome == "wait":
+            return False
         claimed = await _record(
-            session,
+            self.session,
             enrolment,
             key,
             step_id,
@@ -258,97 +296,93 @@ async def advance(session: AsyncSession, services: SopServices, enrolment: SopEn
             outcome=outcome,
             reason=reason,
             due_at=since,
-            now=now,
+            now=self.now,
             commands=commands,
         )
         if not claimed:
             log.warning("SOP step already ran; moving on", extra={"step_key": key})
         enrolment.next_step = index + 1
         enrolment.step_due_since = None
-        enrolment.next_due_at = now
-        if step.end:
-            _finish(enrolment, EnrolmentStatus.COMPLETED, "end_step", now)
-            return
-    _finish(enrolment, EnrolmentStatus.COMPLETED, "all_steps", now)
+        enrolment.next_due_at = self.now
+        return True
 
-
-async def _run_step(
-    session: AsyncSession,
-    services: SopServices,
-    catalog: Catalog,
-    enrolment: SopEnrolment,
-    bundle: TemplateBundle,
-    renderer: SopRenderer,
-    facts: ContactFacts | GroupFacts,
-    variables: dict[str, Any],
-    index: int,
-    key: str,
-    since: datetime,
-    now: datetime,
-) -> tuple[str, str, list[str]]:
-    """Decide and perform one due step: ("wait", …) leaves it for later, else the outcome to record."""
-    step = bundle.template.steps[index]
-    if step.when:
+    async def step(self, index: int) -> tuple[str, str, list[str]]:
+        """("wait", …) leaves the step for later, else the outcome to record: (outcome, reason, command keys)."""
+        step = self.bundle.template.steps[index]
+        renderer = self.services.renderer(self.bundle)
+        variables = _variables(self.facts, self.enrolment, self.now)
+        if step.when:
+            try:
+                if not renderer.evaluate(step.when, variables):
+                    return "skipped", "when_false", []
+            except SopRenderError as exc:
+                log.error("SOP step condition failed", extra={"step_key": self.key, "error": str(exc)})
+                return "skipped", "when_error", []
+        held = await self._held_by_policy(step.kind)
+        if held is not None:
+            return held
+        run = actions.StepRun(
+            session=self.session,
+            services=self.services,
+            start=self.start,
+            enrolment=self.enrolment,
+            bundle=self.bundle,
+            step=step,
+            step_key=self.key,
+            facts=self.facts,
+            variables=variables,
+            renderer=renderer,
+            now=self.now,
+        )
         try:
-            if not renderer.evaluate(step.when, variables):
-                return "skipped", "when_false", []
+            await actions.ACTIONS[step.action](run)
+        except actions.StepSkipped as skipped:
+            return "skipped", skipped.reason, []
         except SopRenderError as exc:
-            log.error("SOP step condition failed", extra={"step_key": key, "error": str(exc)})
-            return "skipped", "when_error", []
-    touches = None
-    if step.kind in TOUCH_KINDS:
-        recipient = ("group", facts.chat_id) if isinstance(facts, GroupFacts) else ("contact", facts.external_userid)
-        touches = await count_touches(session, catalog.policy, enrolment.corp_id, *recipient, now)
-    decision = decide(
-        catalog.policy,
-        kind=step.kind,
-        at=now,
-        due_since=since,
-        touches_today=touches.today if touches else 0,
-        touches_week=touches.week if touches else 0,
-        quota_used=touches.quota_used if touches and step.kind in ("private_message", "group_message") else None,
-    )
-    if decision.verdict == "wait":
-        assert decision.not_before is not None
-        enrolment.next_due_at = decision.not_before
-        enrolment.step_due_since = since
-        enrolment.updated_at = utcnow()
-        return "wait", decision.reason, []
-    if decision.verdict == "skip":
-        return "skipped", decision.reason, []
+            log.error("SOP message failed to render; step skipped", extra={"step_key": self.key, "error": str(exc)})
+            return "skipped", "render_error", []
+        return ("sent" if run.commands else "done"), "", run.commands
 
-    async def start(target: TemplateBundle) -> None:
+    async def _held_by_policy(self, kind: str) -> tuple[str, str, list[str]] | None:
+        """The contact policy's verdict: a wait (the enrolment is rescheduled) or a skip; None lets it run."""
+        touches, facts, policy = None, self.facts, self.catalog.policy
+        if kind in TOUCH_KINDS:
+            recipient = (
+                ("group", facts.chat_id) if isinstance(facts, GroupFacts) else ("contact", facts.external_userid)
+            )
+            touches = await count_touches(self.session, policy, self.enrolment.corp_id, *recipient, self.now)
+        assert self.since is not None  # set by run_and_record
+        decision = decide(
+            policy,
+            kind=kind,
+            at=self.now,
+            due_since=self.since,
+            touches_today=touches.today if touches else 0,
+            touches_week=touches.week if touches else 0,
+            quota_used=touches.quota_used if touches and kind in ("private_message", "group_message") else None,
+        )
+        if decision.verdict == "wait":
+            assert decision.not_before is not None
+            self.enrolment.next_due_at = decision.not_before
+            self.enrolment.step_due_since = self.since
+            self.enrolment.updated_at = utcnow()
+            return "wait", decision.reason, []
+        if decision.verdict == "skip":
+            return "skipped", decision.reason, []
+        return None
+
+    async def start(self, target: TemplateBundle) -> None:
+        """``start_sop``: enrol the same subject into ``target`` now."""
+        enrolment = self.enrolment
         await enrol(
-            session,
-            services,
+            self.session,
+            self.services,
             target,
             corp_id=enrolment.corp_id,
             subject_type=enrolment.subject_type,
             subject_id=enrolment.subject_id,
-            occurrence=f"from:{bundle.id}",
+            occurrence=f"from:{self.bundle.id}",
             staff_userid=enrolment.staff_userid,
-            context={"event": "start_sop", "from": bundle.id},
-            at=now,
+            context={"event": "start_sop", "from": self.bundle.id},
+            at=self.now,
         )
-
-    run = actions.StepRun(
-        session=session,
-        services=services,
-        start=start,
-        enrolment=enrolment,
-        bundle=bundle,
-        step=step,
-        step_key=key,
-        facts=facts,
-        variables=variables,
-        renderer=renderer,
-        now=now,
-    )
-    try:
-        await actions.ACTIONS[step.action](run)
-    except actions.StepSkipped as skipped:
-        return "skipped", skipped.reason, []
-    except SopRenderError as exc:
-        log.error("SOP message failed to render; step skipped", extra={"step_key": key, "error": str(exc)})
-        return "skipped", "render_error", []
-    return ("sent" if run.commands else "done"), "", run.commands

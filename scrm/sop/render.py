@@ -166,6 +166,27 @@ class SopRenderer:
             raw, file = self._body(message, context, channel, collector)
         except SopRenderError as exc:
             raise (exc if exc.loc else exc.at(source)) from exc
+        try:
+            return self._finish(message, context, raw, file, collector, source)
+        except SopRenderError as exc:
+            default = f"{message.by_channel.strip('/')}/{DEFAULT_FILE}" if message.by_channel else None
+            if default is None or file == default:
+                raise
+            # a channel file that renders but breaks a limit (too long, too many attachments, empty): the
+            # default file answers, as for any other failure of a channel file
+            log.error("SOP channel message failed, falling back to %s: %s", default, exc)
+            return self.render(message.model_copy(update={"by_channel": None, "file": default}), context)
+
+    def _finish(
+        self,
+        message: Message,
+        context: Mapping[str, Any],
+        raw: str,
+        file: str | None,
+        collector: AttachmentCollector,
+        source: Loc,
+    ) -> RenderedMessage:
+        """The rendered body checked against WeCom's limits, with its attachments (tracked) and title."""
         text = raw.strip()
         attachments = [self._yaml_attachment(item, i, context) for i, item in enumerate(message.attachments)]
         attachments.extend(collector.items)

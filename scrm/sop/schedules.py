@@ -90,52 +90,47 @@ async def _enrol_all(
             if checkpoint.done:
                 return started
             after = checkpoint.cursor
-            if bundle.template.kind == "group":
-                subjects = (
-                    await session.exec(
-                        select(CustomerGroup.chat_id)
-                        .where(
-                            CustomerGroup.corp_id == corp_id,
-                            CustomerGroup.status == "active",
-                            col(CustomerGroup.chat_id) > after,
-                        )
-                        .order_by(col(CustomerGroup.chat_id))
-                        .limit(SCHEDULE_BATCH)
-                    )
-                ).all()
-                for chat_id in subjects:
+            subjects = await _subjects_after(session, bundle.template.kind, corp_id, after)
+            for subject in subjects:
+                if bundle.template.kind == "group":
                     started += await enrol_group(
-                        session, services, bundle, corp_id, chat_id, occurrence=occurrence, context=context, at=at
+                        session, services, bundle, corp_id, subject, occurrence=occurrence, context=context, at=at
                     )
-            else:
-                subjects = (
-                    await session.exec(
-                        select(FollowRelation.external_userid)
-                        .where(
-                            FollowRelation.corp_id == corp_id,
-                            col(FollowRelation.deleted_at).is_(None),
-                            col(FollowRelation.external_userid) > after,
-                        )
-                        .distinct()
-                        .order_by(col(FollowRelation.external_userid))
-                        .limit(SCHEDULE_BATCH)
-                    )
-                ).all()
-                for external_userid in subjects:
+                else:
                     started += await enrol_contact(
-                        session,
-                        services,
-                        bundle,
-                        corp_id,
-                        external_userid,
-                        "",
-                        occurrence=occurrence,
-                        context=context,
-                        at=at,
+                        session, services, bundle, corp_id, subject, "", occurrence=occurrence, context=context, at=at
                     )
             checkpoint.cursor = subjects[-1] if subjects else after
             checkpoint.done = len(subjects) < SCHEDULE_BATCH
             checkpoint.updated_at = utcnow()
+
+
+async def _subjects_after(session: AsyncSession, kind: str, corp_id: str, after: str) -> list[str]:
+    """The next batch of a schedule's subjects after ``after``: active groups, or contacts with a live relation."""
+    if kind == "group":
+        statement = (
+            select(CustomerGroup.chat_id)
+            .where(
+                CustomerGroup.corp_id == corp_id,
+                CustomerGroup.status == "active",
+                col(CustomerGroup.chat_id) > after,
+            )
+            .order_by(col(CustomerGroup.chat_id))
+            .limit(SCHEDULE_BATCH)
+        )
+    else:
+        statement = (
+            select(FollowRelation.external_userid)
+            .where(
+                FollowRelation.corp_id == corp_id,
+                col(FollowRelation.deleted_at).is_(None),
+                col(FollowRelation.external_userid) > after,
+            )
+            .distinct()
+            .order_by(col(FollowRelation.external_userid))
+            .limit(SCHEDULE_BATCH)
+        )
+    return list((await session.exec(statement)).all())
 
 
 async def _checkpoint(session: AsyncSession, corp_id: str, scope: str) -> SyncCheckpoint:

@@ -94,8 +94,8 @@ async def contact_added(
     dealer_code: str,
     welcome_code: str,
     event_time: datetime,
-) -> bool:
-    """Start contact.added templates; True when the catalog sends welcomes itself (built-in stays quiet)."""
+) -> None:
+    """Start the contact.added templates whose filters match (the one with a welcome step sends the welcome)."""
     catalog = services.catalog()
     context: dict[str, object] = {
         "event": "contact.added",
@@ -123,7 +123,6 @@ async def contact_added(
             context=context,
             at=event_time,
         )
-    return catalog.has_welcome_step()
 
 
 async def recheck_exits(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -33,7 +32,6 @@ from scrm.db_types import utcnow
 from scrm.lifecycle import NO_HOOKS, ContactAdded, LifecycleHooks
 from scrm.models import Contact, ContactTag, DeletedBy, FollowRelation
 from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
-from scrm.sync.welcome_builtin import enqueue_builtin_welcome
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +95,12 @@ async def on_contact_added(
     welcome_code: str,
     event_time: datetime,
     half: bool = False,
-    sop_dir: str | Path,
     hooks: LifecycleHooks = NO_HOOKS,
 ) -> None:
-    """add_external_contact / add_half_external_contact: record the relation, fetch details, welcome."""
+    """add_external_contact / add_half_external_contact: record the relation, fetch details, and tell the other
+    features (the SOP engine answers with the welcome of the template that has a welcome step)."""
     # An add is usually the first sight of the contact and of the relation: insert before reading.
-    contact = await _contact(session, corp_id, external_userid, likely_new=True)
+    await _contact(session, corp_id, external_userid, likely_new=True)
     values: dict[str, Any] = {
         **channel_values(state),
         "added_at": event_time,
@@ -131,9 +129,7 @@ async def on_contact_added(
         welcome_code=welcome_code,
         event_time=event_time,
     )
-    sop_welcomes = await hooks.contact_added(session, corp_id, added)
-    if welcome_code and not sop_welcomes:  # the built-in welcome: no SOP template sends one
-        await enqueue_builtin_welcome(session, corp_id, contact, relation, welcome_code, event_time, Path(sop_dir))
+    await hooks.contact_added(session, corp_id, added)
 
 
 async def on_contact_edited(

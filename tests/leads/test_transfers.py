@@ -22,6 +22,7 @@ from scrm.leads.transfers import (
 from scrm.models import CustomerTransfer, Lead, LeadEvent, OutboxCommand, StaffNotification, TransferStatus
 from scrm.sync.contacts import on_transfer_failed
 from tests.conftest import TEST_CORP_ID
+from tests.domain_support import process_services
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 CUSTOMER = "wmCustomer0001"
@@ -291,6 +292,7 @@ async def test_the_transfer_fail_callback_settles_the_waiting_transfer(
                 external_userid=CUSTOMER,
                 fail_reason=reason,
                 event_time=NOW + timedelta(hours=3),
+                hooks=process_services(),
             )
     assert (await transfer_row(session_factory, transfer_id)).status == expected
     assert len(await notifications(session_factory)) == 1

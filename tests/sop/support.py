@@ -78,7 +78,6 @@ async def add_contact(
             state=state,
             welcome_code=welcome_code or f"code-{external_userid}-{int(at.timestamp())}",
             event_time=at,
-            sop_dir="sop_templates",
             hooks=hooks,
         )
         if name:

@@ -13,11 +13,21 @@ from scrm.commands import CommandKind
 from scrm.db import SessionFactory, transaction
 from scrm.models import AuditLog, Contact, ContactTag, Corp, Dealer, FollowRelation, Staff
 from scrm.sync import contacts
+from tests.domain_support import sop_process_services
 from tests.sync.helpers import CORP, T0, commands, dump, rows
 
 SOP_DIR = Path(__file__).resolve().parents[2] / "sop_templates"
 EXT = "wmAAAAcustomer0001"
 STATE = "L1~q~BJ001~zhangsan"
+WELCOME_ONLY_SOP = """
+id: welcome_only
+name: 欢迎语
+kind: contact
+trigger: {event: contact.added}
+steps:
+  - immediately: true
+    welcome: {by_channel: welcome}
+"""
 
 
 @pytest.fixture
@@ -32,14 +42,17 @@ async def seeded(session_factory: SessionFactory) -> SessionFactory:
     return session_factory
 
 
-async def _added(factory: SessionFactory, *, at: Any = T0, code: str = "WC1", **kw: Any) -> None:
+async def _added(
+    factory: SessionFactory, *, at: Any = T0, code: str = "WC1", sop_dir: Path = SOP_DIR, **kw: Any
+) -> None:
+    """The add as a process running the SOP templates of ``sop_dir`` handles it (their welcome step answers)."""
     args: dict[str, Any] = {
         "userid": "zhangsan",
         "external_userid": EXT,
         "state": STATE,
         "welcome_code": code,
         "event_time": at,
-        "sop_dir": SOP_DIR,
+        "hooks": sop_process_services(sop_dir),
     }
     args.update(kw)
     async with transaction(factory) as s:
@@ -187,6 +200,7 @@ async def test_edited_enqueues_fetch(seeded: SessionFactory) -> None:
 
 
 async def test_broken_default_template_skips_welcome_but_keeps_contact(seeded: SessionFactory, tmp_path: Path) -> None:
+    (tmp_path / "welcome.yaml").write_text(WELCOME_ONLY_SOP, encoding="utf-8")
     (tmp_path / "welcome").mkdir()
     (tmp_path / "welcome" / "default.j2").write_text("{{ nope }}", encoding="utf-8")
     await _added(seeded, sop_dir=tmp_path)

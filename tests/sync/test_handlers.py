@@ -20,7 +20,7 @@ from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.models import AuditLog, CustomerGroup, FollowRelation, GroupMember
 from tests.conftest import TEST_CORP_ID, make_settings
-from tests.domain_support import process_services
+from tests.domain_support import sop_process_services
 from tests.sync.helpers import commands, dump, rows
 
 SOP_DIR = Path(__file__).resolve().parents[2] / "sop_templates"
@@ -56,7 +56,7 @@ def ctx(session_factory: SessionFactory, database_url: str, notified: Notificati
         settings=settings,
         now=utcnow,
         notify_outbox=notified,
-        services=process_services(settings.sop_dir),
+        services=sop_process_services(settings.sop_dir),
     )
 
 
