@@ -128,6 +128,7 @@ async def test_world_callbacks_apply_and_replay_changes_nothing(
     assert actions == [
         "contact.churned",
         "contact.deleted_by_transfer",
+        "contact.intent_level",  # the process's services score the customer's group join (an intent signal)
         "contact.transfer_failed",
         "group.dismissed",
     ]

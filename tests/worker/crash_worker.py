@@ -27,7 +27,7 @@ from bot.runtime.worker import Worker
 from bot.settings import load_settings
 from scrm.db import make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
-from tests.domain_support import process_services
+from scrm.services import Services
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,7 +85,7 @@ async def main(args: argparse.Namespace) -> None:
         settings=settings,
         now=utcnow,
         notify_outbox=lambda: None,
-        services=process_services(settings.sop_dir),
+        services=Services.build(settings.sop_dir),
     )
     worker = Worker(
         inbox,
