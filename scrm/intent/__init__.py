@@ -1,5 +1,5 @@
 """Intent tagging: normalisation, the rules of ``intent.yaml`` and the rule classifier.
 
 :func:`~scrm.intent.normalize.normalize` → :class:`~scrm.intent.classifier.Classifier` (built from
-:class:`~scrm.intent.rules.IntentRules`, cached per SOP folder by :func:`~scrm.intent.classifier.classifier_for`).
+:class:`~scrm.intent.rules.IntentRules`, kept per process by :class:`~scrm.intent.services.IntentServices`).
 """

@@ -1,7 +1,7 @@
 """The optional statistical intent model: character n-grams of the normalised text, TF-IDF, logistic regression.
 
 It is trained when the rules are loaded (once per rules version, see
-:func:`scrm.intent.classifier.classifier_for`) on the operator's labelled examples file (``model.examples`` in
+:meth:`scrm.intent.services.IntentServices.classifier`) on the operator's labelled examples file (``model.examples`` in
 ``intent.yaml``, JSON lines ``{"text", "label"}``, by default ``intent_examples.jsonl`` next to it). Training
 uses scikit-learn (``TfidfVectorizer`` with our own n-gram analyser, ``LogisticRegression`` with a fixed
 ``random_state``); prediction does not call scikit-learn: the fitted vocabulary, IDF and coefficients are kept
