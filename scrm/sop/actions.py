@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.commands import CommandKind, enqueue
+from scrm.errors import LianyiError
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
 from scrm.sop.render import RenderedMessage, SopRenderer
 from scrm.sop.spec import Message, Step, TemplateBundle
@@ -34,7 +35,7 @@ TEXTCARD_DESCRIPTION_MAX = 512  # bytes, message/send textcard.description
 SOURCE = "sop"
 
 
-class StepSkipped(Exception):
+class StepSkipped(LianyiError):
     """The step cannot run for this subject (no relation, no welcome code…): recorded as skipped."""
 
     def __init__(self, reason: str) -> None:
