@@ -202,7 +202,7 @@ async def _log_event(event: WeComEvent, ctx: HandlerContext) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """``handler`` handles the events of ``events`` (their exact classes)."""
+    """``handler`` handles the events of the classes in ``events`` (the router finds it by their event_type)."""
 
     events: tuple[type[WeComEvent], ...]
     handler: Handler
