@@ -47,6 +47,15 @@ class CommandKind(StrEnum):
     #  chars or ""), "lead_url"}: externalcontact/transfer_customer (在职继承) for one customer, then
     # scrm.leads.transfers.apply_call_result; key = CustomerTransfer.command_key
     TRANSFER_CUSTOMER = "transfer_customer"
+    # {"msgid", "sender"}: externalcontact/remind_groupmsg_send for a campaign batch's task; written in the
+    # transaction that records the reminder (scrm.campaigns.tracking.reserve_reminder), key
+    # campaign-remind:<batch id>:<n> (n = the batch's n-th reminder); deadline = written + 5 min (a late reminder
+    # could fall into quiet hours: it expires instead)
+    REMIND_GROUPMSG = "remind_groupmsg"
+    # {"msgid", "sender"}: externalcontact/cancel_groupmsg_send for a cancelled campaign's batch; key
+    # campaign-cancel:<batch id>; result {"nothing_to_cancel": true} when WeCom answers 40058 (every task of
+    # the message was already sent or cancelled)
+    CANCEL_GROUPMSG = "cancel_groupmsg"
 
 
 async def enqueue(

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from scrm.errors import LianyiError
 from scrm.problems import Loc
 
 
@@ -113,7 +114,7 @@ class YamlDocument:
     source: SourceMap
 
 
-class YamlSyntaxError(Exception):
+class YamlSyntaxError(LianyiError):
     def __init__(self, mark: Mark, message: str) -> None:
         super().__init__(message)
         self.mark = mark

@@ -28,6 +28,7 @@ from bot.cli.sop_views import print_dry_run, print_rendered_steps
 from bot.settings import ENV_PREFIX, load_storage_settings
 from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.db import make_engine, make_session_factory
+from scrm.errors import LianyiError
 from scrm.models import Corp
 from scrm.problems import RENDER_ERROR_CODES
 from scrm.sop.dryrun import dry_run
@@ -39,7 +40,7 @@ from scrm.timing import CHINA_TZ
 T = TypeVar("T")
 
 
-class ToolFailure(Exception):
+class ToolFailure(LianyiError):
     """A problem the operator must fix; the message (Chinese) is printed and the command exits 1."""
 
 

@@ -220,27 +220,17 @@ def _more(console: Console, total: int, rows: int) -> None:
         console.print(f"……另有 {total - rows} 行，用 --rows 或 --json 查看全部")
 
 
-def print_dry_run(report: DryRunReport, policy: Policy, *, rows: int, window: timedelta) -> None:
-    console = _console()
-    console.print(f"SOP 试运行：{report.name}（{report.template_id}，版本 {report.version}）—— 不会发送，也不写数据库")
-    console.print(f"时间窗口：{local(report.start)} → {local(report.end)}（{window.days} 天，北京时间）")
-    console.print(f"进入方式（{report.trigger}）：{report.reading}")
-    if not report.enabled:
-        console.print("注意：模板已停用（enabled: false），以下是假设启用时的结果")
-    for reason, count in sorted(report.excluded.items()):
-        console.print(f"当前满足退出条件、不会进入：{reason} × {count}")
-
+def _entries_table(report: DryRunReport, rows: int) -> Table:
     entries = Table(title=f"会进入的对象（{len(report.entries)}）")
     for column in ("类型", "ID", "名称", "进入时间"):
         entries.add_column(column)
     for entry in report.entries[:rows]:
         kind = "客户" if entry.subject_type == "contact" else "客户群"
         entries.add_row(kind, entry.subject_id, entry.name, local(entry.enrolled_at, "%m-%d %H:%M"))
-    console.print(entries)
-    _more(console, len(report.entries), rows)
+    return entries
 
-    console.print(_step_summary(report, report.step_ids))
 
+def _detail_table(report: DryRunReport, rows: int) -> Table:
     detail = Table(title="每个对象的步骤时间")
     for column in ("对象", "步骤", "动作", "到期", "执行", "结果"):
         detail.add_column(column)
@@ -253,17 +243,20 @@ def print_dry_run(report: DryRunReport, policy: Policy, *, rows: int, window: ti
             local(planned.at, "%m-%d %H:%M"),
             _result(planned.outcome, planned.reason, planned.deferred),
         )
-    console.print(detail)
-    _more(console, len(report.steps), rows)
+    return detail
 
+
+def _per_day_table(report: DryRunReport) -> Table:
     per_day = Table(title="每日消息条数")
     for column in ("日期", *(ACTION_CN[a] for a in MESSAGE_ACTIONS), "合计"):
         per_day.add_column(column)
     for day, counts in sorted(report.per_day().items()):
         label = f"{day:%m-%d} 周{WEEKDAY_CN[day.weekday()]}"
         per_day.add_row(label, *(str(counts[a]) for a in MESSAGE_ACTIONS), str(sum(counts.values())))
-    console.print(per_day)
+    return per_day
 
+
+def _print_conflicts(console: Console, report: DryRunReport, policy: Policy, rows: int) -> None:
     if report.conflicts:
         conflicts = Table(title=f"触达策略冲突（{len(report.conflicts)}）")
         for column in ("对象", "日期", "限制", "已用/上限", "步骤"):
@@ -278,6 +271,23 @@ def print_dry_run(report: DryRunReport, policy: Policy, *, rows: int, window: ti
         caps, quota = policy.caps, policy.group_send_quota.mode
         console.print(f"没有触达策略冲突（每日 {caps.per_day} / 每周 {caps.per_week} 条上限，群发额度 {quota}）")
 
+
+def print_dry_run(report: DryRunReport, policy: Policy, *, rows: int, window: timedelta) -> None:
+    console = _console()
+    console.print(f"SOP 试运行：{report.name}（{report.template_id}，版本 {report.version}）—— 不会发送，也不写数据库")
+    console.print(f"时间窗口：{local(report.start)} → {local(report.end)}（{window.days} 天，北京时间）")
+    console.print(f"进入方式（{report.trigger}）：{report.reading}")
+    if not report.enabled:
+        console.print("注意：模板已停用（enabled: false），以下是假设启用时的结果")
+    for reason, count in sorted(report.excluded.items()):
+        console.print(f"当前满足退出条件、不会进入：{reason} × {count}")
+    console.print(_entries_table(report, rows))
+    _more(console, len(report.entries), rows)
+    console.print(_step_summary(report, report.step_ids))
+    console.print(_detail_table(report, rows))
+    _more(console, len(report.steps), rows)
+    console.print(_per_day_table(report))
+    _print_conflicts(console, report, policy, rows)
     sent = sum(1 for s in report.steps if s.outcome == "sent")
     skipped = sum(1 for s in report.steps if s.outcome == "skipped")
     deferred = sum(1 for s in report.steps if s.deferred)

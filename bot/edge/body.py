@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from scrm.errors import LianyiError
 
-class BodyTooLarge(Exception):
+
+class BodyTooLarge(LianyiError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail

@@ -1,8 +1,12 @@
 """Typed WeCom callback events.
 
 The edge turns the decrypted XML into a flat ``fields`` mapping (element name → text; nested lists such as
-``MemChangeList`` → list of str) and calls :func:`parse_event`. The same mapping is what the inbox stores
-as the payload, so a worker rebuilds the identical typed event with :func:`parse_event` again.
+``MemChangeList`` → list of str, see :mod:`bot.edge.event_fields`) and calls :func:`parse_event`, which picks the
+event class by the callback's ``(MsgType, Event, ChangeType)`` and lets it read its attributes. Each class declares
+where it comes from (``callback_key``) and what it reads (``reads``: attribute → element, reader), so
+there is no table of builders to keep in step with the classes. The inbox stores the fields with the event type;
+the worker rebuilds the same event with :func:`rebuild_event` from those two, without parsing XML or classifying
+the callback again.
 
 Every event knows its ``dedup_key`` (identity, not arrival: WeCom retries carry the same key, two customers
 added in the same second do not) and its ``ordering_key`` (events with the same key are handled in order).
@@ -10,51 +14,14 @@ added in the same second do not) and its ``ordering_key`` (events with the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-Fields = Mapping[str, Any]
+from bot.edge.event_fields import Fields, Reader, digest, integer, item_tuple, text
 
-
-def _s(fields: Fields, name: str) -> str:
-    value = fields.get(name)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value.strip()
-    return str(value)
-
-
-def _i(fields: Fields, name: str) -> int | None:
-    raw = _s(fields, name)
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
-
-
-def _list(fields: Fields, name: str) -> list[str]:
-    """Always a list: a single ``<Item>`` arrives as one str, several as a list, none as missing."""
-    value = fields.get(name)
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v for v in (part.strip() for part in value.split(",")) if v]
-    if isinstance(value, Mapping):
-        inner = value.get("Item", [])
-        return _list({"x": inner}, "x")
-    if isinstance(value, list):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [str(value)]
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+Reads = Mapping[str, tuple[str, Reader]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +29,7 @@ class WeComEvent:
     """Base of every callback event. ``fields`` keeps everything WeCom sent."""
 
     event_type: ClassVar[str] = "unknown"
+    reads: ClassVar[Reads] = {}  # attribute → (element, reader)
 
     fields: dict[str, Any] = field(repr=False, compare=False)
     corp_id: str
@@ -69,7 +37,7 @@ class WeComEvent:
 
     @property
     def dedup_key(self) -> str:
-        return "evt:" + _digest(json.dumps(self.fields, sort_keys=True, ensure_ascii=False))
+        return "evt:" + digest(json.dumps(self.fields, sort_keys=True, ensure_ascii=False))
 
     @property
     def ordering_key(self) -> str:
@@ -78,12 +46,29 @@ class WeComEvent:
     def to_payload(self) -> dict[str, Any]:
         return dict(self.fields)
 
+    @classmethod
+    def callback_key(cls) -> tuple[str, str, str] | None:
+        """``(MsgType, Event, ChangeType)`` of the callbacks this class models; None when no one key does."""
+        return None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> WeComEvent:
+        """This event with the attributes its ``reads`` declare."""
+        f = dict(fields)
+        values = {attribute: read(f, element) for attribute, (element, read) in cls.reads.items()}
+        return cls(fields=f, corp_id=text(f, "ToUserName"), create_time=integer(f, "CreateTime") or 0, **values)
+
 
 @dataclass(frozen=True, slots=True)
 class UnknownEvent(WeComEvent):
     """Anything we do not model yet. Stored and logged, never dropped."""
 
     event_type: ClassVar[str] = "unknown"
+    reads: ClassVar[Reads] = {
+        "msg_type": ("MsgType", text),
+        "event": ("Event", text),
+        "change_type": ("ChangeType", text),
+    }
     msg_type: str = ""
     event: str = ""
     change_type: str = ""
@@ -99,6 +84,7 @@ class UnknownEvent(WeComEvent):
 @dataclass(frozen=True, slots=True)
 class ExternalContactEvent(WeComEvent):
     change_type: ClassVar[str] = ""
+    reads: ClassVar[Reads] = {"userid": ("UserID", text), "external_userid": ("ExternalUserID", text)}
     userid: str = ""
     external_userid: str = ""
 
@@ -110,11 +96,20 @@ class ExternalContactEvent(WeComEvent):
     def ordering_key(self) -> str:
         return f"contact:{self.external_userid}"
 
+    @classmethod
+    def callback_key(cls) -> tuple[str, str, str] | None:
+        return ("event", "change_external_contact", cls.change_type)
+
 
 @dataclass(frozen=True, slots=True)
 class ContactAdded(ExternalContactEvent):
     event_type: ClassVar[str] = "contact.added"
     change_type: ClassVar[str] = "add_external_contact"
+    reads: ClassVar[Reads] = {
+        **ExternalContactEvent.reads,
+        "state": ("State", text),
+        "welcome_code": ("WelcomeCode", text),
+    }
     state: str = ""
     welcome_code: str = ""
 
@@ -123,6 +118,11 @@ class ContactAdded(ExternalContactEvent):
 class ContactHalfAdded(ExternalContactEvent):
     event_type: ClassVar[str] = "contact.half_added"
     change_type: ClassVar[str] = "add_half_external_contact"
+    reads: ClassVar[Reads] = {
+        **ExternalContactEvent.reads,
+        "state": ("State", text),
+        "welcome_code": ("WelcomeCode", text),
+    }
     state: str = ""
     welcome_code: str = ""
 
@@ -137,6 +137,7 @@ class ContactEdited(ExternalContactEvent):
 class ContactDeletedByStaff(ExternalContactEvent):
     event_type: ClassVar[str] = "contact.deleted_by_staff"
     change_type: ClassVar[str] = "del_external_contact"
+    reads: ClassVar[Reads] = {**ExternalContactEvent.reads, "source": ("Source", text)}
     source: str = ""  # DELETE_BY_TRANSFER when a transfer caused it
 
 
@@ -150,6 +151,7 @@ class StaffDeletedByContact(ExternalContactEvent):
 class TransferFailed(ExternalContactEvent):
     event_type: ClassVar[str] = "contact.transfer_failed"
     change_type: ClassVar[str] = "transfer_fail"
+    reads: ClassVar[Reads] = {**ExternalContactEvent.reads, "fail_reason": ("FailReason", text)}
     fail_reason: str = ""  # customer_refused | customer_limit_exceed
 
 
@@ -159,6 +161,7 @@ class TransferFailed(ExternalContactEvent):
 @dataclass(frozen=True, slots=True)
 class GroupEvent(WeComEvent):
     change_type: ClassVar[str] = ""
+    reads: ClassVar[Reads] = {"chat_id": ("ChatId", text)}
     chat_id: str = ""
 
     @property
@@ -168,6 +171,10 @@ class GroupEvent(WeComEvent):
     @property
     def ordering_key(self) -> str:
         return f"group:{self.chat_id}"
+
+    @classmethod
+    def callback_key(cls) -> tuple[str, str, str] | None:
+        return ("event", "change_external_chat", cls.change_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +193,16 @@ class GroupDismissed(GroupEvent):
 class GroupUpdated(GroupEvent):
     event_type: ClassVar[str] = "group.updated"
     change_type: ClassVar[str] = "update"
+    reads: ClassVar[Reads] = {
+        **GroupEvent.reads,
+        "update_detail": ("UpdateDetail", text),
+        "join_scene": ("JoinScene", integer),
+        "quit_scene": ("QuitScene", integer),
+        "mem_change_cnt": ("MemChangeCnt", integer),
+        "mem_change_list": ("MemChangeList", item_tuple),
+        "last_mem_ver": ("LastMemVer", text),
+        "cur_mem_ver": ("CurMemVer", text),
+    }
     update_detail: str = ""  # add_member | del_member | change_owner | change_name | change_notice
     join_scene: int | None = None  # 0 invited, 3 via QR code
     quit_scene: int | None = None  # 0 left, 1 removed
@@ -196,7 +213,7 @@ class GroupUpdated(GroupEvent):
 
     @property
     def dedup_key(self) -> str:
-        members = _digest(*self.mem_change_list) if self.mem_change_list else ""
+        members = digest(*self.mem_change_list) if self.mem_change_list else ""
         return f"chat:update:{self.chat_id}:{self.update_detail}:{self.create_time}:{self.cur_mem_ver}:{members}"
 
 
@@ -206,6 +223,11 @@ class GroupUpdated(GroupEvent):
 @dataclass(frozen=True, slots=True)
 class TagEvent(WeComEvent):
     change_type: ClassVar[str] = ""
+    reads: ClassVar[Reads] = {
+        "tag_id": ("Id", text),
+        "tag_type": ("TagType", text),
+        "strategy_id": ("StrategyId", integer),
+    }
     tag_id: str = ""
     tag_type: str = ""  # tag | tag_group
     strategy_id: int | None = None
@@ -217,6 +239,10 @@ class TagEvent(WeComEvent):
     @property
     def ordering_key(self) -> str:
         return "tags"
+
+    @classmethod
+    def callback_key(cls) -> tuple[str, str, str] | None:
+        return ("event", "change_external_tag", cls.change_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +279,14 @@ class AppMessage(WeComEvent):
     """A message a staff member sent to the self-built app (text, image, voice, …)."""
 
     event_type: ClassVar[str] = "message.app"
+    kinds: ClassVar[frozenset[str]] = frozenset({"text", "image", "voice", "video", "location", "link"})
+    reads: ClassVar[Reads] = {
+        "msg_type": ("MsgType", text),
+        "msg_id": ("MsgId", text),
+        "from_user": ("FromUserName", text),
+        "agent_id": ("AgentID", text),
+        "content": ("Content", text),
+    }
     msg_type: str = ""
     msg_id: str = ""
     from_user: str = ""
@@ -263,7 +297,7 @@ class AppMessage(WeComEvent):
     def dedup_key(self) -> str:
         if self.msg_id:
             return f"msg:{self.msg_id}"
-        return f"msg:{self.from_user}:{self.create_time}:{_digest(self.content)}"
+        return f"msg:{self.from_user}:{self.create_time}:{digest(self.content)}"
 
     @property
     def ordering_key(self) -> str:
@@ -275,6 +309,7 @@ class KfMsgOrEvent(WeComEvent):
     """微信客服: new messages are waiting; fetch them with kf/sync_msg using ``token``."""
 
     event_type: ClassVar[str] = "kf.msg_or_event"
+    reads: ClassVar[Reads] = {"token": ("Token", text), "open_kfid": ("OpenKfId", text)}
     token: str = ""
     open_kfid: str = ""
 
@@ -286,134 +321,58 @@ class KfMsgOrEvent(WeComEvent):
     def ordering_key(self) -> str:
         return f"kf:{self.open_kfid}"
 
-
-# ---- registry ---------------------------------------------------------------------------------------
-
-E = TypeVar("E", bound=WeComEvent)
-Builder = Callable[[dict[str, Any], str, int], WeComEvent]
-_REGISTRY: dict[tuple[str, str, str], Builder] = {}
+    @classmethod
+    def callback_key(cls) -> tuple[str, str, str] | None:
+        return ("event", "kf_msg_or_event", "")
 
 
-def _register(msg_type: str, event: str, change_type: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[(msg_type, event, change_type)] = fn
-        return fn
+# ---- from callback fields to the typed event ---------------------------------------------------------
 
-    return deco
-
-
-def _contact_builder(cls: type[ExternalContactEvent]) -> Builder:
-    def build(f: dict[str, Any], corp: str, ts: int) -> WeComEvent:
-        base: dict[str, Any] = {
-            "fields": f,
-            "corp_id": corp,
-            "create_time": ts,
-            "userid": _s(f, "UserID"),
-            "external_userid": _s(f, "ExternalUserID"),
-        }
-        if cls in (ContactAdded, ContactHalfAdded):
-            base.update(state=_s(f, "State"), welcome_code=_s(f, "WelcomeCode"))
-        elif cls is ContactDeletedByStaff:
-            base.update(source=_s(f, "Source"))
-        elif cls is TransferFailed:
-            base.update(fail_reason=_s(f, "FailReason"))
-        return cls(**base)
-
-    return build
-
-
-for _cls in (
+EVENT_CLASSES: tuple[type[WeComEvent], ...] = (
     ContactAdded,
     ContactHalfAdded,
     ContactEdited,
     ContactDeletedByStaff,
     StaffDeletedByContact,
     TransferFailed,
-):
-    _REGISTRY[("event", "change_external_contact", _cls.change_type)] = _contact_builder(_cls)
+    GroupCreated,
+    GroupDismissed,
+    GroupUpdated,
+    TagCreated,
+    TagUpdated,
+    TagDeleted,
+    TagShuffled,
+    KfMsgOrEvent,
+    AppMessage,
+    UnknownEvent,
+)
+_BY_CALLBACK = {key: cls for cls in EVENT_CLASSES if (key := cls.callback_key()) is not None}
+_BY_TYPE = {cls.event_type: cls for cls in EVENT_CLASSES}
 
 
-def _group_builder(cls: type[GroupEvent]) -> Builder:
-    def build(f: dict[str, Any], corp: str, ts: int) -> WeComEvent:
-        base: dict[str, Any] = {"fields": f, "corp_id": corp, "create_time": ts, "chat_id": _s(f, "ChatId")}
-        if cls is GroupUpdated:
-            base.update(
-                update_detail=_s(f, "UpdateDetail"),
-                join_scene=_i(f, "JoinScene"),
-                quit_scene=_i(f, "QuitScene"),
-                mem_change_cnt=_i(f, "MemChangeCnt"),
-                mem_change_list=tuple(_list(f, "MemChangeList")),
-                last_mem_ver=_s(f, "LastMemVer"),
-                cur_mem_ver=_s(f, "CurMemVer"),
-            )
-        return cls(**base)
-
-    return build
-
-
-for _gcls in (GroupCreated, GroupDismissed, GroupUpdated):
-    _REGISTRY[("event", "change_external_chat", _gcls.change_type)] = _group_builder(_gcls)
-
-
-def _tag_builder(cls: type[TagEvent]) -> Builder:
-    def build(f: dict[str, Any], corp: str, ts: int) -> WeComEvent:
-        return cls(
-            fields=f,
-            corp_id=corp,
-            create_time=ts,
-            tag_id=_s(f, "Id"),
-            tag_type=_s(f, "TagType"),
-            strategy_id=_i(f, "StrategyId"),
-        )
-
-    return build
-
-
-for _tcls in (TagCreated, TagUpdated, TagDeleted, TagShuffled):
-    _REGISTRY[("event", "change_external_tag", _tcls.change_type)] = _tag_builder(_tcls)
-
-
-@_register("event", "kf_msg_or_event", "")
-def _kf(f: dict[str, Any], corp: str, ts: int) -> WeComEvent:
-    return KfMsgOrEvent(fields=f, corp_id=corp, create_time=ts, token=_s(f, "Token"), open_kfid=_s(f, "OpenKfId"))
-
-
-def _app_message(f: dict[str, Any], corp: str, ts: int) -> WeComEvent:
-    return AppMessage(
-        fields=f,
-        corp_id=corp,
-        create_time=ts,
-        msg_type=_s(f, "MsgType"),
-        msg_id=_s(f, "MsgId"),
-        from_user=_s(f, "FromUserName"),
-        agent_id=_s(f, "AgentID"),
-        content=_s(f, "Content"),
-    )
-
-
-_MESSAGE_TYPES = frozenset({"text", "image", "voice", "video", "location", "link"})
+def event_class(fields: Fields) -> type[WeComEvent]:
+    """The class that models a callback: by ``(MsgType, Event, ChangeType)``, a message by its MsgType and
+    MsgId, anything else :class:`UnknownEvent`."""
+    msg_type = text(fields, "MsgType")
+    modelled = _BY_CALLBACK.get((msg_type, text(fields, "Event"), text(fields, "ChangeType")))
+    if modelled is not None:
+        return modelled
+    if msg_type in AppMessage.kinds and text(fields, "MsgId"):
+        return AppMessage
+    return UnknownEvent
 
 
 def parse_event(fields: Mapping[str, Any]) -> WeComEvent:
     """Build the typed event for a decrypted callback; anything unmodelled becomes :class:`UnknownEvent`."""
-    f = dict(fields)
-    corp = _s(f, "ToUserName")
-    ts = _i(f, "CreateTime") or 0
-    msg_type = _s(f, "MsgType")
-    event = _s(f, "Event")
-    change_type = _s(f, "ChangeType")
-    builder = _REGISTRY.get((msg_type, event, change_type))
-    if builder is not None:
-        return builder(f, corp, ts)
-    if msg_type in _MESSAGE_TYPES and _s(f, "MsgId"):
-        return _app_message(f, corp, ts)
-    return UnknownEvent(fields=f, corp_id=corp, create_time=ts, msg_type=msg_type, event=event, change_type=change_type)
+    return event_class(fields).from_fields(fields)
+
+
+def rebuild_event(event_type: str, payload: Mapping[str, Any]) -> WeComEvent:
+    """The event the edge built, from what the inbox stored (its ``event_type`` and ``to_payload()``): the class
+    is the edge's choice, not worked out again; a type this build does not know becomes :class:`UnknownEvent`."""
+    return _BY_TYPE.get(event_type, UnknownEvent).from_fields(payload)
 
 
 def known_event_types() -> list[str]:
     """Every ``event_type`` the router may see (used to check handler registrations)."""
-    types = {UnknownEvent.event_type, AppMessage.event_type}
-    for builder in _REGISTRY.values():
-        sample = builder({}, "", 0)
-        types.add(sample.event_type)
-    return sorted(types)
+    return sorted(_BY_TYPE)

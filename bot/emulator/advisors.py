@@ -34,6 +34,7 @@ import aiohttp
 
 from bot.emulator.counters import AppMessageDelivered
 from bot.emulator.state import EmulatorState
+from scrm.errors import LianyiError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class _Plan:
     external_userid: str = field(compare=False, default="")
 
 
-class LeadRefused(Exception):
+class LeadRefused(LianyiError):
     """Lianyi answered an action with an error (kept as the action's outcome)."""
 
     def __init__(self, code: str, status: int) -> None:

@@ -21,6 +21,10 @@ urls, mini-program pages), whose recipients
 ``msgid`` (``"recovered": true``), its ``fail_list`` being the command's recipients the task does not
 reach; only when nothing matches does it create the task.
 
+Campaign reminders and cancellations (``remind_groupmsg``, ``cancel_groupmsg``) are written by the campaign
+tracking tick, which runs them at once through :meth:`bot.outbox.runner.CommandRunner.run_key`; their keys make a
+second leader or a replay a no-op. A cancel that WeCom answers with 40058 (nothing left to cancel) is done.
+
 Customer transfers (``transfer_customer``): see :func:`transfer_customer` — a repeated call answers 40129
 for a customer whose transfer is already under way, which counts as our earlier call having reached WeCom.
 """
@@ -34,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.wecom.client import WeComClient
-from bot.wecom.errors import FatalError
+from bot.wecom.errors import FatalError, WeComError
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.tags import apply_added_corp_tags
@@ -60,6 +64,7 @@ class ExecutorEnv:
 Executor = Callable[[WeComClient, OutboxCommand, ExecutorEnv], Awaitable[dict[str, Any]]]
 
 WELCOME_CODE_USED = 41051
+NOTHING_TO_CANCEL = 40058  # cancel_groupmsg_send: every task of the message was already sent or cancelled
 MAX_FOLLOW_USER_PAGES = 100  # externalcontact/get pages follow_user; a contact with >100 pages is a loop
 GROUPMSG_CLOCK_SKEW = 300  # seconds WeCom's create_time may precede our created_at (clocks differ)
 GROUPMSG_LOOKUP_SPAN = 7 * 86_400  # how long after created_at an earlier attempt may have created the task
@@ -133,6 +138,19 @@ async def transfer_customer(client: WeComClient, command: OutboxCommand, env: Ex
     async with write_transaction(env.sessions) as session:
         await apply_call_result(session, transfer_id, errcode=errcode, now=_client_now(client))
     return {"external_userid": external_userid, "errcode": errcode}
+
+
+async def remind_groupmsg(client: WeComClient, command: OutboxCommand, _env: ExecutorEnv) -> dict[str, Any]:
+    return await client.remind_groupmsg_send(str(command.payload["msgid"]))
+
+
+async def cancel_groupmsg(client: WeComClient, command: OutboxCommand, _env: ExecutorEnv) -> dict[str, Any]:
+    try:
+        return await client.cancel_groupmsg_send(str(command.payload["msgid"]))
+    except WeComError as exc:
+        if exc.errcode == NOTHING_TO_CANCEL:
+            return {"errcode": NOTHING_TO_CANCEL, "nothing_to_cancel": True}
+        raise
 
 
 def _client_now(client: WeComClient) -> datetime:
@@ -316,6 +334,8 @@ EXECUTORS: dict[CommandKind, Executor] = {
     CommandKind.REFRESH_CORP_TAGS: refresh_corp_tags,
     CommandKind.ADD_CORP_TAG: add_corp_tag,
     CommandKind.TRANSFER_CUSTOMER: transfer_customer,
+    CommandKind.REMIND_GROUPMSG: remind_groupmsg,
+    CommandKind.CANCEL_GROUPMSG: cancel_groupmsg,
 }
 
 

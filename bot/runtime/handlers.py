@@ -1,17 +1,19 @@
-"""From typed callback events to the scrm sync services: one transaction per event, then wake the outbox.
+"""The handlers of every callback event, and the one registry that binds them to event classes.
 
-Every event type of :mod:`bot.edge.events` has exactly one entry here: a service adapter in ``_SERVICES``
-(state changes + outbox commands, committed together), a message ingester (app messages are stored; a kf
-callback runs a kf/sync_msg pass for its open_kfid, see :mod:`bot.runtime.kf_sync`) or a log-only entry in
-``_LOG_ONLY`` (unknown events are kept in the inbox).
+:data:`SYNC_HANDLERS` (at the end of this module) lists, for every event class of :mod:`bot.edge.events`, what
+handles it: a service adapter run :func:`in_transaction` (state changes + outbox commands committed together,
+then the outbox is woken), a message ingester (app messages are stored; a kf callback runs a kf/sync_msg pass
+for its open_kfid, see :mod:`bot.runtime.kf_sync`), or the Unknown fallback, which logs the event (it stays in
+the inbox) and acks it. :func:`register_sync_handlers` loads the registry into a :class:`~bot.runtime.router.Router`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,7 +47,6 @@ from scrm.sync import contacts, groups, tags
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=WeComEvent)
-Apply = Callable[[AsyncSession, Any, HandlerContext], Awaitable[None]]
 Handler = Callable[[WeComEvent, HandlerContext], Awaitable[None]]
 
 
@@ -167,28 +168,8 @@ async def _tag_changed(session: AsyncSession, event: TagEvent, ctx: HandlerConte
     )
 
 
-_SERVICES: dict[type[WeComEvent], Apply] = {
-    ContactAdded: _contact_added,
-    ContactHalfAdded: _contact_added,
-    ContactEdited: _contact_edited,
-    ContactDeletedByStaff: _deleted_by_staff,
-    StaffDeletedByContact: _staff_deleted,
-    TransferFailed: _transfer_failed,
-    GroupCreated: _group_created,
-    GroupUpdated: _group_updated,
-    GroupDismissed: _group_dismissed,
-    TagCreated: _tag_changed,
-    TagUpdated: _tag_changed,
-    TagDeleted: _tag_changed,
-    TagShuffled: _tag_changed,
-}
-_LOG_ONLY: tuple[type[WeComEvent], ...] = (UnknownEvent,)
-
-
-async def _app_message(event: WeComEvent, ctx: HandlerContext) -> None:
+async def _app_message(event: AppMessage, ctx: HandlerContext) -> None:
     """A staff member's message to the self-built app: stored as source ``app``, sender staff."""
-    if not isinstance(event, AppMessage):
-        raise TypeError(f"app message handler got {type(event).__name__}")
     incoming = IncomingMessage(
         source="app",
         msgid=event.msg_id or event.dedup_key.removeprefix("msg:"),
@@ -206,30 +187,13 @@ async def _app_message(event: WeComEvent, ctx: HandlerContext) -> None:
     ctx.notify_outbox()
 
 
-async def _kf_sync(event: WeComEvent, ctx: HandlerContext) -> None:
+async def _kf_sync(event: KfMsgOrEvent, ctx: HandlerContext) -> None:
     """微信客服 messages are waiting: page kf/sync_msg from the stored cursor (serialized per open_kfid)."""
-    if not isinstance(event, KfMsgOrEvent):
-        raise TypeError(f"kf handler got {type(event).__name__}")
     if ctx.client is None:
         raise LianyiError("kf_msg_or_event needs the WeCom client in the handler context")
     sync = KfSync(ctx.client, ctx.session_factory, corp_of(event, ctx), services=ctx.services, now=ctx.now)
     await sync.run(event.open_kfid, event.token)
     ctx.notify_outbox()
-
-
-_INGESTERS: dict[type[WeComEvent], Handler] = {AppMessage: _app_message, KfMsgOrEvent: _kf_sync}
-
-
-def _service_handler(cls: type[WeComEvent], apply: Apply) -> Handler:
-    async def handle(event: WeComEvent, ctx: HandlerContext) -> None:
-        if not isinstance(event, cls):
-            raise TypeError(f"{cls.event_type} handler got {type(event).__name__}")
-        async with write_transaction(ctx.session_factory) as session:
-            await apply(session, event, ctx)
-        ctx.notify_outbox()
-
-    handle.__name__ = f"handle_{cls.__name__}"
-    return handle
 
 
 async def _log_event(event: WeComEvent, ctx: HandlerContext) -> None:
@@ -239,11 +203,63 @@ async def _log_event(event: WeComEvent, ctx: HandlerContext) -> None:
     )
 
 
+# ---- the registry ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """``handler`` handles the events of the classes in ``events`` (the router finds it by their event_type)."""
+
+    events: tuple[type[WeComEvent], ...]
+    handler: Handler
+
+
+def _checked(events: tuple[type[E], ...], handle: Callable[[E, HandlerContext], Awaitable[None]]) -> Handler:
+    async def handler(event: WeComEvent, ctx: HandlerContext) -> None:
+        if not isinstance(event, events):
+            raise TypeError(f"{handle.__name__} got {type(event).__name__}")
+        await handle(event, ctx)
+
+    handler.__name__ = handle.__name__
+    return handler
+
+
+def directly(handle: Callable[[E, HandlerContext], Awaitable[None]], *events: type[E]) -> Binding:
+    """A handler that runs as it is (it opens its own transactions, if any)."""
+    return Binding(events, _checked(events, handle))
+
+
+def in_transaction(apply: Callable[[AsyncSession, E, HandlerContext], Awaitable[None]], *events: type[E]) -> Binding:
+    """A service adapter run in one write transaction per event (state + outbox commands), then the outbox is woken."""
+
+    async def handle(event: E, ctx: HandlerContext) -> None:
+        async with write_transaction(ctx.session_factory) as session:
+            await apply(session, event, ctx)
+        ctx.notify_outbox()
+
+    handle.__name__ = f"handle_{apply.__name__.lstrip('_')}"
+    return Binding(events, _checked(events, handle))
+
+
+SYNC_HANDLERS: tuple[Binding, ...] = (
+    in_transaction(_contact_added, ContactAdded),
+    in_transaction(_contact_added, ContactHalfAdded),
+    in_transaction(_contact_edited, ContactEdited),
+    in_transaction(_deleted_by_staff, ContactDeletedByStaff),
+    in_transaction(_staff_deleted, StaffDeletedByContact),
+    in_transaction(_transfer_failed, TransferFailed),
+    in_transaction(_group_created, GroupCreated),
+    in_transaction(_group_updated, GroupUpdated),
+    in_transaction(_group_dismissed, GroupDismissed),
+    in_transaction(_tag_changed, TagCreated, TagUpdated, TagDeleted, TagShuffled),
+    directly(_app_message, AppMessage),
+    directly(_kf_sync, KfMsgOrEvent),
+    directly(_log_event, UnknownEvent),  # the fallback: logged, kept in the inbox, acked
+)
+
+
 def register_sync_handlers(router: Router) -> None:
-    """Register a handler for every event type :mod:`bot.edge.events` produces."""
-    for cls, apply in _SERVICES.items():
-        router.register(cls.event_type, _service_handler(cls, apply))
-    for cls, handler in _INGESTERS.items():
-        router.register(cls.event_type, handler)
-    for cls in _LOG_ONLY:
-        router.register(cls.event_type, _log_event)
+    """Register :data:`SYNC_HANDLERS` (a handler for every event type :mod:`bot.edge.events` produces)."""
+    for binding in SYNC_HANDLERS:
+        for event_class in binding.events:
+            router.register(event_class, binding.handler)

@@ -1,11 +1,16 @@
 """Route typed callback events to their handlers.
 
+This is the only dispatch between an event and its handlers: the edge chose the event's class, the worker
+rebuilt it, and the router runs the handlers registered for its ``event_type``. The application's handlers and
+the registry that binds them to event classes live together in :mod:`bot.runtime.handlers`.
+
 A handler is ``async def handler(event: WeComEvent, ctx: HandlerContext) -> None``. Register it with
-``@router.on("contact.added")`` or ``router.register("contact.added", handler)``; event types are the
-``event_type`` strings of :mod:`bot.edge.events`, checked at registration so a typo fails at start-up, not in
-production. Several handlers of one type run in registration order; if one raises, the worker retries the
-whole event, so every handler must be idempotent (they are: their side effects go through the outbox's
-idempotency keys and upserts). An event type without a handler is logged once and acked.
+``@router.on("contact.added")``, ``router.register("contact.added", handler)`` or with the event class instead
+of its type string; event types are the ``event_type`` strings of :mod:`bot.edge.events`, checked at
+registration so a typo fails at start-up, not in production. Several handlers of one type run in registration
+order; if one raises, the worker retries the whole event, so every handler must be idempotent (they are: their
+side effects go through the outbox's idempotency keys and upserts). The fallback: an event type without a
+handler (an unknown one included) is logged once and acked, never raised.
 """
 
 from __future__ import annotations
@@ -52,16 +57,17 @@ class Router:
         self._known = frozenset(known_event_types())
         self._reported_unhandled: set[str] = set()
 
-    def register(self, event_type: str, handler: Handler) -> None:
+    def register(self, event: str | type[WeComEvent], handler: Handler) -> None:
+        event_type = event if isinstance(event, str) else event.event_type
         if event_type not in self._known:
             raise ValueError(f"unknown event type {event_type!r}; known: {', '.join(sorted(self._known))}")
         self._handlers.setdefault(event_type, []).append(handler)
 
-    def on(self, event_type: str) -> Callable[[H], H]:
+    def on(self, event: str | type[WeComEvent]) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the handler unchanged."""
 
         def decorate(handler: H) -> H:
-            self.register(event_type, handler)
+            self.register(event, handler)
             return handler
 
         return decorate

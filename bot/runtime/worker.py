@@ -1,5 +1,10 @@
 """The inbox worker: claim deliveries, rebuild the typed event, route it, settle the delivery.
 
+* The event: the edge parsed the XML, chose the event class and computed the keys; the inbox stores the decrypted
+  fields with that event type. The worker runs in another process (or after a restart), so it cannot receive the
+  edge's object and rebuilds it from the stored type and fields (:func:`~bot.edge.events.rebuild_event`): no XML
+  is parsed and the callback is not classified again.
+
 * Order: the inbox hands out at most one delivery per ordering key at a time (the key's oldest unfinished
   item), so running every delivery as its own task keeps one key strictly sequential while different keys
   run concurrently, up to ``concurrency`` at once.
@@ -24,7 +29,7 @@ from collections.abc import Iterable
 from sqlmodel import select
 
 from bot import metrics
-from bot.edge.events import parse_event
+from bot.edge.events import rebuild_event
 from bot.inbox.base import Delivery, Inbox
 from bot.runtime.router import HandlerContext, Router
 from scrm.db import write_transaction
@@ -120,7 +125,7 @@ class Worker:
         item = delivery.item
         started = time.perf_counter()
         try:
-            event = parse_event(item.payload)
+            event = rebuild_event(item.event_type, item.payload)
             await self._router.dispatch(event, self._ctx)
         except asyncio.CancelledError:
             raise

@@ -26,6 +26,7 @@ from aiohttp import web
 from bot.edge.body import BodyTooLarge, read_body
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
+from scrm.errors import LianyiError
 from scrm.intent.ingest import (
     InvalidRecord,
     load_records,
@@ -43,7 +44,7 @@ BEHAVIOURS_PATH = "/ingest/behaviours"
 MAX_RECORDS = 5000
 
 
-class IngestRefused(Exception):
+class IngestRefused(LianyiError):
     """An ingest request refused with ``status`` and a bilingual message."""
 
     def __init__(self, status: int, code: str, zh: str, en: str, *, line: int | None = None) -> None:

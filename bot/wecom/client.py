@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from bot.redis_keys import RedisKeys
 from bot.settings import Settings
+from bot.wecom.endpoints import EXTERNAL, drop_none
 from bot.wecom.errors import (
     CredentialError,
     FatalError,
@@ -36,6 +37,7 @@ from bot.wecom.errors import (
 )
 from bot.wecom.groupmsg import GroupMsgApi
 from bot.wecom.ratelimit import InProcessRateLimiter, Rate, RateLimiter, RedisRateLimiter
+from bot.wecom.tags import CorpTagApi
 from bot.wecom.token import (
     Clock,
     FetchedToken,
@@ -50,7 +52,6 @@ log = logging.getLogger(__name__)
 
 GETTOKEN = "/cgi-bin/gettoken"
 MESSAGE_SEND = "/cgi-bin/message/send"
-EXTERNAL = "/cgi-bin/externalcontact"
 BAD_SECRET_COOLDOWN = 300.0  # after gettoken says 40001, fail fast instead of hammering gettoken
 MINUTE, HOUR = 60.0, 3600.0
 # WeCom counts a call when it arrives, a few ms after our limiter granted it: a per-API window one second longer
@@ -68,11 +69,7 @@ def _redact(text: str) -> str:
     return _CREDENTIALS_IN_URL.sub(r"\1=***", text)
 
 
-def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
-
-
-class WeComClient(GroupMsgApi, TransferApi):
+class WeComClient(GroupMsgApi, CorpTagApi, TransferApi):
     """Group-send methods (add_msg_template and its read-back) come from :class:`GroupMsgApi`, customer
     transfer (在职继承) methods from :class:`TransferApi`."""
 
@@ -241,7 +238,7 @@ class WeComClient(GroupMsgApi, TransferApi):
         remark_company: str | None = None,
         remark_mobiles: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = _drop_none(
+        body = drop_none(
             {
                 "userid": userid,
                 "external_userid": external_userid,
@@ -252,47 +249,6 @@ class WeComClient(GroupMsgApi, TransferApi):
             }
         )
         return await self.call("POST", f"{EXTERNAL}/remark", json=body)
-
-    # --- tags -------------------------------------------------------------------------------------------
-
-    async def mark_tag(
-        self, userid: str, external_userid: str, add_tag: list[str] | None = None, remove_tag: list[str] | None = None
-    ) -> dict[str, Any]:
-        body = {
-            "userid": userid,
-            "external_userid": external_userid,
-            "add_tag": add_tag or [],
-            "remove_tag": remove_tag or [],
-        }
-        return await self.call("POST", f"{EXTERNAL}/mark_tag", json=body)
-
-    async def get_corp_tag_list(
-        self, tag_id: list[str] | None = None, group_id: list[str] | None = None
-    ) -> dict[str, Any]:
-        return await self.call(
-            "POST", f"{EXTERNAL}/get_corp_tag_list", json=_drop_none({"tag_id": tag_id, "group_id": group_id})
-        )
-
-    async def add_corp_tag(
-        self,
-        tag: list[dict[str, Any]],
-        *,
-        group_id: str | None = None,
-        group_name: str | None = None,
-        order: int | None = None,
-    ) -> dict[str, Any]:
-        body = _drop_none({"group_id": group_id, "group_name": group_name, "order": order, "tag": tag})
-        return await self.call("POST", f"{EXTERNAL}/add_corp_tag", json=body)
-
-    async def edit_corp_tag(self, id: str, *, name: str | None = None, order: int | None = None) -> dict[str, Any]:
-        return await self.call(
-            "POST", f"{EXTERNAL}/edit_corp_tag", json=_drop_none({"id": id, "name": name, "order": order})
-        )
-
-    async def del_corp_tag(self, tag_id: list[str] | None = None, group_id: list[str] | None = None) -> dict[str, Any]:
-        return await self.call(
-            "POST", f"{EXTERNAL}/del_corp_tag", json=_drop_none({"tag_id": tag_id, "group_id": group_id})
-        )
 
     # --- groups -----------------------------------------------------------------------------------------
 
@@ -315,7 +271,7 @@ class WeComClient(GroupMsgApi, TransferApi):
         text: dict[str, Any] | None = None,
         attachments: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        body = _drop_none({"welcome_code": welcome_code, "text": text, "attachments": attachments or None})
+        body = drop_none({"welcome_code": welcome_code, "text": text, "attachments": attachments or None})
         return await self.call("POST", f"{EXTERNAL}/send_welcome_msg", json=body)
 
     async def add_contact_way(
@@ -332,7 +288,7 @@ class WeComClient(GroupMsgApi, TransferApi):
         is_temp: bool | None = None,
         expires_in: int | None = None,
     ) -> dict[str, Any]:
-        body = _drop_none(
+        body = drop_none(
             {
                 "type": type,
                 "scene": scene,

@@ -8,24 +8,9 @@ rate limit and typed errors); paging is the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from bot.wecom.ratelimit import Rate
-
-GROUPMSG = "/cgi-bin/externalcontact"
-
-
-class _CallsWeCom(Protocol):
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        json: dict[str, Any] | None = None,
-        rates: Sequence[Rate] = (),
-    ) -> dict[str, Any]: ...
+from bot.wecom.endpoints import EXTERNAL, CallsWeCom
 
 
 def _paging(body: dict[str, Any], cursor: str, limit: int | None) -> dict[str, Any]:
@@ -37,15 +22,15 @@ def _paging(body: dict[str, Any], cursor: str, limit: int | None) -> dict[str, A
 
 
 class GroupMsgApi:
-    async def add_msg_template(self: _CallsWeCom, body: dict[str, Any]) -> dict[str, Any]:
+    async def add_msg_template(self: CallsWeCom, body: dict[str, Any]) -> dict[str, Any]:
         """Create a group-send task: ``{chat_type, sender, external_userid | chat_id_list, text, attachments}``.
 
         Not idempotent at WeCom: calling it twice creates two tasks (see bot.outbox.executors).
         """
-        return await self.call("POST", f"{GROUPMSG}/add_msg_template", json=body)
+        return await self.call("POST", f"{EXTERNAL}/add_msg_template", json=body)
 
     async def get_groupmsg_list_v2(
-        self: _CallsWeCom,
+        self: CallsWeCom,
         *,
         chat_type: str,
         start_time: int,
@@ -64,26 +49,26 @@ class GroupMsgApi:
         }
         if creator:
             body["creator"] = creator
-        return await self.call("POST", f"{GROUPMSG}/get_groupmsg_list_v2", json=_paging(body, cursor, limit))
+        return await self.call("POST", f"{EXTERNAL}/get_groupmsg_list_v2", json=_paging(body, cursor, limit))
 
     async def get_groupmsg_task(
-        self: _CallsWeCom, msgid: str, *, cursor: str = "", limit: int | None = None
+        self: CallsWeCom, msgid: str, *, cursor: str = "", limit: int | None = None
     ) -> dict[str, Any]:
         """The senders of ``msgid`` and whether each has sent it (``task_list``)."""
         body = _paging({"msgid": msgid}, cursor, limit)
-        return await self.call("POST", f"{GROUPMSG}/get_groupmsg_task", json=body)
+        return await self.call("POST", f"{EXTERNAL}/get_groupmsg_task", json=body)
 
     async def get_groupmsg_send_result(
-        self: _CallsWeCom, msgid: str, userid: str, *, cursor: str = "", limit: int | None = None
+        self: CallsWeCom, msgid: str, userid: str, *, cursor: str = "", limit: int | None = None
     ) -> dict[str, Any]:
         """What ``userid``'s part of ``msgid`` did per customer or group (``send_list``)."""
         body = _paging({"msgid": msgid, "userid": userid}, cursor, limit)
-        return await self.call("POST", f"{GROUPMSG}/get_groupmsg_send_result", json=body)
+        return await self.call("POST", f"{EXTERNAL}/get_groupmsg_send_result", json=body)
 
-    async def remind_groupmsg_send(self: _CallsWeCom, msgid: str) -> dict[str, Any]:
+    async def remind_groupmsg_send(self: CallsWeCom, msgid: str) -> dict[str, Any]:
         """Remind the senders who have not sent ``msgid`` yet (at most three times in 24 h)."""
-        return await self.call("POST", f"{GROUPMSG}/remind_groupmsg_send", json={"msgid": msgid})
+        return await self.call("POST", f"{EXTERNAL}/remind_groupmsg_send", json={"msgid": msgid})
 
-    async def cancel_groupmsg_send(self: _CallsWeCom, msgid: str) -> dict[str, Any]:
+    async def cancel_groupmsg_send(self: CallsWeCom, msgid: str) -> dict[str, Any]:
         """Stop ``msgid``: tasks not sent yet are cancelled; what was sent stays sent."""
-        return await self.call("POST", f"{GROUPMSG}/cancel_groupmsg_send", json={"msgid": msgid})
+        return await self.call("POST", f"{EXTERNAL}/cancel_groupmsg_send", json={"msgid": msgid})

@@ -9,30 +9,16 @@ reports each customer's status (1 done, 2 waiting, 3 refused, 4 takeover at its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from bot.wecom.ratelimit import Rate
+from bot.wecom.endpoints import EXTERNAL, CallsWeCom
 
-EXTERNAL = "/cgi-bin/externalcontact"
 MAX_CUSTOMERS_PER_CALL = 100
-
-
-class _CallsWeCom(Protocol):
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        json: dict[str, Any] | None = None,
-        rates: Sequence[Rate] = (),
-    ) -> dict[str, Any]: ...
 
 
 class TransferApi:
     async def transfer_customer(
-        self: _CallsWeCom,
+        self: CallsWeCom,
         handover_userid: str,
         takeover_userid: str,
         external_userid: list[str],
@@ -52,7 +38,7 @@ class TransferApi:
         return await self.call("POST", f"{EXTERNAL}/transfer_customer", json=body)
 
     async def transfer_result(
-        self: _CallsWeCom, handover_userid: str, takeover_userid: str, cursor: str = ""
+        self: CallsWeCom, handover_userid: str, takeover_userid: str, cursor: str = ""
     ) -> dict[str, Any]:
         """One page of the pair's transfers: ``customer[]`` with status and takeover_time; ``next_cursor``."""
         body = {"handover_userid": handover_userid, "takeover_userid": takeover_userid, "cursor": cursor}

@@ -1,4 +1,4 @@
-"""What happened to each batch after planning, kept in the database (the WeCom calls are in ``bot``).
+"""What happened to each batch after planning, kept in the database (the WeCom reads are in ``bot``).
 
 - :func:`sync_batches` moves a queued batch on once its outbox command is final: ``done`` → created (msgid,
   targets unsent until tracked, those in WeCom's fail_list failed), ``failed``/``dead``/``expired`` → failed.
@@ -6,8 +6,8 @@
   on by a lease first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two leaders never poll one batch at once
   and a crash mid-poll only delays it.
 - The tracker then applies what WeCom says: :func:`apply_confirmation`, :func:`apply_results`,
-  :func:`reserve_reminder` (a reminder is written down *before* it is sent: a crash can lose one, never add
-  one beyond WeCom's three per 24 h), :func:`apply_cancelled`.
+  :func:`apply_cancelled`. What it asks WeCom to do (remind an owner, cancel a task) goes through the outbox:
+  :mod:`scrm.campaigns.task_commands`.
 - :func:`finish_runs` closes runs whose batches are all final.
 
 Polling (:class:`PollTimes`, default 5 minutes): first a minute after the task exists, every 5 minutes for two
@@ -231,23 +231,6 @@ def reminder_due_at(item: TrackItem) -> datetime | None:
 
 def given_up(item: TrackItem, now: datetime) -> bool:
     return item.confirmed_at is None and now - item.created_at >= GIVE_UP_AFTER
-
-
-async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now: datetime) -> bool:
-    """Write the reminder down before sending it; False if the row moved on meanwhile (e.g. confirmed)."""
-    async with transaction(session_factory) as session:
-        batch = (
-            await session.exec(select(CampaignBatch).where(CampaignBatch.id == item.batch_id).with_for_update())
-        ).one()
-        if batch.confirmed_at is not None or batch.status != BatchStatus.CREATED.value:
-            return False
-        known = list(batch.reminders or [])
-        if len(known) != len(item.reminders):
-            return False
-        batch.reminders = [*known, now.isoformat()]
-        batch.updated_at = now
-        session.add(batch)
-    return True
 
 
 async def reschedule(session_factory: SessionFactory, item: TrackItem, at: datetime) -> None:

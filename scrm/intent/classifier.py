@@ -36,7 +36,8 @@ Optional statistical model (``model.enabled`` in intent.yaml; :mod:`scrm.intent.
    weight, and the rules' own intents follow the model's in ``intents``. A weak rule result that the model
    does not overrule is returned unchanged, so the model fills ``other`` and weak/ambiguous rule results.
 
-Offsets in :class:`Hit` are offsets in the normalised text.
+The result types (:class:`Classification`, :class:`Hit`) are in :mod:`scrm.intent.classification`; offsets in a
+:class:`Hit` are offsets in the normalised text.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ahocorasick
 
+from scrm.intent.classification import EMPTY, OTHER, Classification, Hit
 from scrm.intent.model import IntentModel, model_for
 from scrm.intent.normalize import normalize
 from scrm.intent.rules import PHRASE_SEPARATOR, IntentRules, PatternRule, load_rules
@@ -62,38 +64,9 @@ _Found = tuple[int, int, str, str, float, bool]  # start, end, code, rule, weigh
 _Span = tuple[str, int, int]  # code, start, end
 _Cue = tuple[int, int, int, int]  # start, end, kind, side
 
-OTHER = "other"
 _KEYWORD, _PART, _CUE, _ANCHOR, _HINT = range(5)
 _NEGATION, _HEDGING = 0, 1
 _BEFORE, _AFTER = 0, 1
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    code: str
-    rule: str  # "keyword:多少钱", "phrase:能不能…试驾", "pattern:<name or regex>"
-    weight: float  # effective weight, after negation / hedging
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    intents: list[str]  # codes, strongest first; ["other"] when nothing fired
-    primary: str
-    score: int  # 0..100, this message's intent strength
-    hits: list[Hit] = field(default_factory=list)
-    negated: bool = False
-    hedged: bool = False
-    lost: bool = False
-    hints: dict[str, list[str]] = field(default_factory=dict)  # models, budget, timeframe (non-empty only)
-
-    def as_json(self) -> dict[str, Any]:
-        """The fields ``lianyi intent classify`` adds to each line."""
-        return {"intents": list(self.intents), "primary": self.primary, "score": self.score}
-
-
-EMPTY = Classification(intents=[OTHER], primary=OTHER, score=0)
 
 
 @dataclass(frozen=True, slots=True)

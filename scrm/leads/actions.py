@@ -4,7 +4,8 @@
 stale lead), checks the actor's right and the lead's status, and applies the action: status and timestamps,
 the SLA (accepting starts the contact phase; contact and every later status stop it), history with the actor,
 notifications (a lost request goes to the dealer's managers; their decision goes back to the advisor) and the
-contact's stage (delivered → 车主; an approved lost → 战败, which starts the 战败召回 SOP).
+contact's stage (delivered → 车主; an approved lost → 战败, which starts the 战败召回 SOP); the last three are
+:mod:`scrm.leads.action_effects`.
 
 A repeated request is harmless: repeating the action that produced the current status, by the same actor, is
 a success that changes nothing (``ActionOutcome.changed`` is False). Every refusal is a
@@ -21,14 +22,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.errors import DomainError, LianyiError
-from scrm.leads.assignment import contact_of, reassign
-from scrm.leads.calendar import OpeningHours
+from scrm.leads.action_effects import change_contact_stage, customer_name, notify, start_sla
+from scrm.leads.assignment import reassign
 from scrm.leads.history import set_status
-from scrm.leads.notify import notify_about_lead
 from scrm.leads.routing import dealer_managers
 from scrm.leads.rules import LOST_REASONS
 from scrm.leads.services import LeadServices
-from scrm.leads.sla import clear_phase, start_phase
+from scrm.leads.sla import clear_phase
 from scrm.leads.transitions import (
     CONTACTED_OR_LATER,
     TRANSITIONS,
@@ -38,8 +38,7 @@ from scrm.leads.transitions import (
     refusal_zh,
     status_name,
 )
-from scrm.lifecycle import change_stage
-from scrm.models import Dealer, Lead, LeadEvent, LeadStatus, Message, SlaPhase, Staff, StaffRole, Stage
+from scrm.models import Lead, LeadEvent, LeadStatus, Message, SlaPhase, Staff, StaffRole, Stage
 
 log = logging.getLogger(__name__)
 
@@ -140,62 +139,6 @@ async def _is_repeat(session: AsyncSession, lead: Lead, action: Action, actor: s
     return last is not None and last.kind in kinds and last.actor == actor and last.to_status == lead.status
 
 
-async def _dealer_of(session: AsyncSession, lead: Lead) -> Dealer | None:
-    return await session.get(Dealer, lead.dealer_id) if lead.dealer_id is not None else None
-
-
-async def _start_sla(session: AsyncSession, services: LeadServices, lead: Lead, phase: SlaPhase, now: datetime) -> None:
-    rules = services.rules()
-    dealer = await _dealer_of(session, lead)
-    hours = OpeningHours.parse(dealer.opening_hours, rules.timezone) if dealer is not None else None
-    start_phase(lead, phase, now=now, sla=rules.sla_for(dealer.code if dealer is not None else ""), hours=hours)
-
-
-async def _notify(
-    session: AsyncSession,
-    services: LeadServices,
-    lead: Lead,
-    userids: list[str],
-    *,
-    kind: str,
-    key: str,
-    title: str,
-    description: str,
-    now: datetime,
-) -> None:
-    card = (title, description)
-    await notify_about_lead(
-        session, lead, userids, key=key, kind=kind, card=card, url=services.lead_url(lead.id), now=now
-    )
-
-
-async def _customer_name(session: AsyncSession, lead: Lead) -> str:
-    contact = await contact_of(session, lead.corp_id, lead.external_userid)
-    return (contact.name if contact is not None else "") or "客户"
-
-
-async def _change_contact_stage(
-    session: AsyncSession, services: LeadServices, lead: Lead, stage: Stage, *, now: datetime, actor: str
-) -> None:
-    contact = await contact_of(session, lead.corp_id, lead.external_userid)
-    if contact is None:
-        log.warning("lead without a contact row", extra={"lead": lead.id})
-        return
-    if stage == Stage.LOST and contact.stage == Stage.OWNER.value:
-        return  # an owner who did not buy again stays an owner
-    reason = "交车" if stage == Stage.OWNER else f"战败审批通过：{LOST_REASONS.get(lead.lost_reason, lead.lost_reason)}"
-    await change_stage(
-        session,
-        lead.corp_id,
-        lead.external_userid,
-        stage.value,
-        at=now,
-        actor=actor,
-        reason=reason,
-        hooks=services.hooks,
-    )
-
-
 def _mark_contacted(lead: Lead, at: datetime) -> None:
     if lead.accepted_at is None:
         lead.accepted_at = at
@@ -229,11 +172,11 @@ async def _request_lost(
     )
     if not managers:
         log.warning("lost request without anyone to approve it", extra={"lead": lead.id})
-    name = await _customer_name(session, lead)
+    name = await customer_name(session, lead)
     description = f"顾问 {actor} 申请将 {name} 标记为战败\n原因：{LOST_REASONS[given.reason]}" + (
         f"\n说明：{note}" if note else ""
     )
-    await _notify(
+    await notify(
         session,
         services,
         lead,
@@ -253,9 +196,9 @@ async def _approve_lost(session: AsyncSession, services: LeadServices, lead: Lea
     set_status(
         session, lead, LeadStatus.LOST.value, "lost_approved", now=now, actor=actor, detail={"reason": lead.lost_reason}
     )
-    await _change_contact_stage(session, services, lead, Stage.LOST, now=now, actor=actor)
-    name = await _customer_name(session, lead)
-    await _notify(
+    await change_contact_stage(session, services, lead, Stage.LOST, now=now, actor=actor)
+    name = await customer_name(session, lead)
+    await notify(
         session,
         services,
         lead,
@@ -277,11 +220,11 @@ async def _reject_lost(
     lead.status_before_lost, lead.lost_reason, lead.lost_note = "", "", ""
     event = set_status(session, lead, back, "lost_rejected", now=now, actor=actor, detail=detail)
     if back == LeadStatus.ASSIGNED.value:
-        await _start_sla(session, services, lead, SlaPhase.ACCEPT, now)
+        await start_sla(session, services, lead, SlaPhase.ACCEPT, now)
     elif back == LeadStatus.ACCEPTED.value:
-        await _start_sla(session, services, lead, SlaPhase.CONTACT, now)
-    name = await _customer_name(session, lead)
-    await _notify(
+        await start_sla(session, services, lead, SlaPhase.CONTACT, now)
+    name = await customer_name(session, lead)
+    await notify(
         session,
         services,
         lead,
@@ -341,7 +284,7 @@ async def _apply(
     target = TRANSITIONS[action].target
     if action == Action.ACCEPT:
         lead.accepted_at = now
-        await _start_sla(session, services, lead, SlaPhase.CONTACT, now)
+        await start_sla(session, services, lead, SlaPhase.CONTACT, now)
     elif target in CONTACTED_OR_LATER:
         _mark_contacted(lead, now)
         clear_phase(lead)
@@ -353,7 +296,7 @@ async def _apply(
         lead.closed_at = now
     set_status(session, lead, target, EVENT_KINDS[action], now=now, actor=actor)
     if action == Action.DELIVERED:
-        await _change_contact_stage(session, services, lead, Stage.OWNER, now=now, actor=actor)
+        await change_contact_stage(session, services, lead, Stage.OWNER, now=now, actor=actor)
 
 
 async def perform(

@@ -65,7 +65,7 @@ class RosterError(LianyiError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class FieldProblem(Exception):
+class FieldProblem(LianyiError):
     """One bad value; ``offset`` is the 1-based character inside the value when known (opening hours)."""
 
     def __init__(self, message: str, offset: int | None = None) -> None:

@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm import audit
 from scrm.audience import ContactFacts, GroupFacts
 from scrm.commands import CommandKind, enqueue
+from scrm.errors import LianyiError
 from scrm.models import ContactTag, SopEnrolment, Tag, TagGroup
 from scrm.rows import insert_ignore
 from scrm.sop.render import RenderedMessage, SopRenderer, SopRenderError
@@ -34,7 +35,7 @@ TEXTCARD_DESCRIPTION_MAX = 512  # bytes, message/send textcard.description
 SOURCE = "sop"
 
 
-class StepSkipped(Exception):
+class StepSkipped(LianyiError):
     """The step cannot run for this subject (no relation, no welcome code…): recorded as skipped."""
 
     def __init__(self, reason: str) -> None:
