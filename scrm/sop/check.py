@@ -45,7 +45,6 @@ SOP028  handoff.yaml problem (YAML, schema, levels, ladders, time zone; :func:`s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +70,7 @@ from scrm.sop.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_m
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
 from scrm.sop.spec import ATTACHMENTS_MAX
+from scrm.sop.syntax import explain
 from scrm.sop.timing import cron_fires_between
 
 __all__ = ["CODES", "Problem", "check_folder", "check_loaded", "check_path"]
@@ -88,9 +88,9 @@ UNSAFE_ATTRIBUTES = frozenset(
         *UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
     }
 )
-_NO_FILTER = re.compile(r"^No (filter|test) named '([^']+)'")
 
 Finding = tuple[int, str, str]  # template line, code, message
+PlacedFinding = tuple[int, int, str, str]  # template line, column, code, message
 
 
 # ---- static Jinja2 analysis -------------------------------------------------------------------------------
@@ -104,17 +104,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 _ENV = _environment()
 KNOWN_NAMES = frozenset({*VARIABLES, *ATTACH_FUNCTIONS, *_ENV.globals})
-
-
-def _syntax_message(exc: TemplateSyntaxError) -> str:
-    message = exc.message or str(exc)
-    if match := _NO_FILTER.match(message):
-        what, name = match.groups()
-        known = _ENV.filters if what == "filter" else _ENV.tests
-        label = "过滤器" if what == "filter" else "测试"
-        guess = did_you_mean(name, known)
-        return f"没有名为 {name} 的{label}" + (f"，是不是 {guess}？" if guess else "")
-    return f"Jinja2 语法错误：{message}"
 
 
 def _unsafe(node: nodes.Node) -> str | None:
@@ -137,13 +126,37 @@ def _unsafe(node: nodes.Node) -> str | None:
 
 def analyse(source: str, *, expression: bool = False, yaml_attachments: int = 0) -> list[Finding]:
     """Static findings in one Jinja2 text (``expression``: a ``when`` expression): (line, code, message)."""
+    found = analyse_positioned(source, expression=expression, yaml_attachments=yaml_attachments)
+    return [(line, code, message) for line, _col, code, message in found]
+
+
+def analyse_positioned(
+    source: str,
+    *,
+    expression: bool = False,
+    yaml_attachments: int = 0,
+    extra_variables: Mapping[str, frozenset[str]] | None = None,
+) -> list[PlacedFinding]:
+    """:func:`analyse` with the column in the text: (line, col, code, message). Only a syntax error has a column
+    of its own (:mod:`scrm.sop.syntax`); every other finding is placed at column 1 of its line.
+    ``extra_variables``: variables the caller adds to the SOP ones, with their fields (a campaign's ``campaign``)."""
     text = "{{ " + source + " }}" if expression else source
     try:
         tree = _ENV.parse(text)
         _ENV.compile(tree)  # unknown filters and tests fail here
     except TemplateSyntaxError as exc:
-        return [(exc.lineno or 1, "SOP010", _syntax_message(exc))]
+        where = explain(_ENV, text, exc)
+        col = where.col
+        if expression:  # the column inside the expression; past its end (it is incomplete): its start
+            col = col - 3 if where.line == 1 and 3 < col <= len(source) + 3 else 1
+        return [(where.line, col, "SOP010", where.text())]
+    findings = _tree_findings(tree, yaml_attachments, extra_variables or {})
+    return [(line, 1, code, message) for line, code, message in findings]
+
+
+def _tree_findings(tree: nodes.Template, yaml_attachments: int, extra: Mapping[str, frozenset[str]]) -> list[Finding]:
     found: list[Finding] = []
+    variables = VARIABLES | extra.keys()
     unsafe: dict[int, list[str]] = {}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         name = _unsafe(node)
@@ -152,17 +165,17 @@ def analyse(source: str, *, expression: bool = False, yaml_attachments: int = 0)
     for line, names in sorted(unsafe.items()):
         found.append((line, "SOP015", f"模板不能访问 {'、'.join(dict.fromkeys(names))}（沙箱禁止，疑似注入）"))
     undeclared = find_undeclared_variables(tree)
-    for variable in sorted(undeclared - KNOWN_NAMES):
+    for variable in sorted(undeclared - KNOWN_NAMES - extra.keys()):
         line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == variable), 1)
-        guess = did_you_mean(variable, VARIABLES)
-        hint = f"，是不是 {guess}？" if guess else f"；可用变量：{'、'.join(sorted(VARIABLES))}"
+        guess = did_you_mean(variable, variables)
+        hint = f"，是不是 {guess}？" if guess else f"；可用变量：{'、'.join(sorted(variables))}"
         found.append((line, "SOP009", f"未知变量 {variable}{hint}"))
     for node in tree.find_all(nodes.Getattr):
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name in undeclared) or node.attr.startswith("_"):
             continue
-        fields = _fields_of(target.name)
-        if fields is not None and node.attr not in fields:
+        fields = extra.get(target.name) or _fields_of(target.name)
+        if fields is not None and node.attr not in fields and node.attr not in _METHODS.get(target.name, ()):
             guess = did_you_mean(node.attr, fields)
             hint = f"，是不是 {guess}？" if guess else f"；可用字段：{'、'.join(sorted(fields))}"
             found.append((node.lineno, "SOP011", f"{target.name} 没有字段 {node.attr}{hint}"))
@@ -173,11 +186,25 @@ def analyse(source: str, *, expression: bool = False, yaml_attachments: int = 0)
     return found
 
 
+def _public(names: list[str]) -> frozenset[str]:
+    return frozenset(n for n in names if not n.startswith("_"))
+
+
+# what a variable offers besides its fields: dict methods (``contact.get("name")``), datetime methods
+_METHODS: Mapping[str, frozenset[str]] = {
+    **{name: _public(dir(dict)) for name in VARIABLE_KEYS},
+    "now": _public([n for n in dir(SAMPLE_NOW) if callable(getattr(SAMPLE_NOW, n))]),
+}
+# ``now``'s fields: its data attributes (year … second, tzinfo), not its methods or the class limits
+_NOW_FIELDS = frozenset({"year", "month", "day", "hour", "minute", "second", "microsecond", "tzinfo"})
+
+
 def _fields_of(variable: str) -> frozenset[str] | None:
+    """The real fields of a variable (what SOP011 suggests and lists), or None for an unknown variable."""
     if variable in VARIABLE_KEYS:
-        return VARIABLE_KEYS[variable] | frozenset(n for n in dir(dict) if not n.startswith("_"))
+        return VARIABLE_KEYS[variable]
     if variable == "now":
-        return frozenset(n for n in dir(SAMPLE_NOW) if not n.startswith("_"))
+        return _NOW_FIELDS
     return None
 
 
@@ -197,12 +224,12 @@ class _TemplateChecker:
         mark = self.source.locate(loc)
         self.problems.append(Problem(self.loaded.shown, mark.line, mark.col, code, message))
 
-    def in_text(self, loc: Loc, line: int, code: str, message: str) -> None:
-        mark = self.source.text_line(loc, line)
+    def in_text(self, loc: Loc, line: int, code: str, message: str, col: int = 1) -> None:
+        mark = self.source.text_line(loc, line, col)
         self.problems.append(Problem(self.loaded.shown, mark.line, mark.col, code, message))
 
-    def in_file(self, name: str, line: int, code: str, message: str) -> None:
-        self.problems.append(Problem(str(self.folder / name), max(line, 1), 1, code, message))
+    def in_file(self, name: str, line: int, code: str, message: str, col: int = 1) -> None:
+        self.problems.append(Problem(str(self.folder / name), max(line, 1), max(col, 1), code, message))
 
     def run(self) -> list[Problem]:
         raw = self.loaded.raw
@@ -214,15 +241,16 @@ class _TemplateChecker:
                 self.at(loc, "SOP008", message)
         said: set[tuple[str, str]] = set()  # (code, step or file) the static analysis reported
         for loc, text, expression, attachments in _texts(raw):
-            for line, code, message in analyse(text, expression=expression, yaml_attachments=attachments):
-                self.in_text(loc, line, code, message)
+            found = analyse_positioned(text, expression=expression, yaml_attachments=attachments)
+            for line, col, code, message in found:
+                self.in_text(loc, line, code, message, col)
                 said.add((code, repr(loc[:2])))
         bundle = self.loaded.bundle
         if bundle is None:
             return self.problems
         for name, text in bundle.files.items():
-            for line, code, message in analyse(text):
-                self.in_file(name, line, code, message)
+            for line, col, code, message in analyse_positioned(text):
+                self.in_file(name, line, code, message, col)
                 said.add((code, name))
         positions = {(p.path, p.line, p.col) for p in self.problems}
         for error in SopRenderer(bundle).problems(SAMPLE_CONTEXT):
