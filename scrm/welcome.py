@@ -33,6 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from scrm.channel import ChannelInfo
 from scrm.errors import DomainError
+from scrm.sop.context import install_filters
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class WelcomeRenderer:
             cache_size=-1,
             keep_trailing_newline=False,
         )
+        install_filters(self._env)  # the SOP filters (greeting, cn_date…), so shared partials render here too
         self._compiled: dict[str, Template | WelcomeTemplateError] = {}
 
     def template_for(self, channel: str) -> str:
