@@ -26,7 +26,7 @@ from bot.runtime.sop_wiring import link_signer
 from bot.settings import Settings, load_settings
 from scrm.campaigns import service
 from scrm.campaigns.check import check_campaign_file
-from scrm.campaigns.planner import build_plan
+from scrm.campaigns.preview import preview_lines, preview_run
 from scrm.campaigns.report import REASON_CN, campaign_report, render_report, target_rows, write_csv
 from scrm.campaigns.spec import slot_of
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
@@ -179,27 +179,19 @@ def plan_command(code: str) -> None:
     async def work(sessions: SessionFactory) -> str:
         async with sessions() as session:
             found = await service.get_campaign(session, settings.corp_id, code)
-            spec = service.spec_of(found)
-            now = utcnow()
-            rate = settings.campaign_calls_per_minute
-            plan = await build_plan(
+            now, policy, rate = utcnow(), campaign_policy(settings), settings.campaign_calls_per_minute
+            preview = await preview_run(
                 session,
                 found,
-                spec,
-                slot="preview",
+                service.spec_of(found),
                 now=now,
-                policy=campaign_policy(settings),
+                policy=policy,
                 calls_per_minute=rate,
                 links=link_signer(settings),
             )
             await session.rollback()
-        senders = len({b.sender for b in plan.batches})
-        minutes = max(0, (len(plan.batches) - 1) // rate)
-        lines = [
-            f"群发活动 {code}：目标 {len(plan.targets)}，计划发送 {len(plan.batch_of)}，跳过 {len(plan.skipped)}",
-            f"群发任务 {len(plan.batches)} 个（{senders} 位发送成员），按每分钟 {rate} 次调用约需 {minutes} 分钟",
-        ]
-        reasons = [(REASON_CN.get(k, k), v) for k, v in plan.skip_reasons.most_common()]
+        lines = preview_lines(preview, code, policy, now, rate)
+        reasons = [(REASON_CN.get(k, k), v) for k, v in preview.plan.skip_reasons.most_common()]
         if reasons:
             lines.append(table(["跳过原因", "数量"], reasons))
         return "\n".join(lines)
