@@ -37,6 +37,7 @@ from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
 from bot.runtime.sop_wiring import link_signer, sop_services, sop_ticks
 from bot.runtime.worker import Worker
 from bot.settings import Settings
+from bot.web.health import template_status, watch_templates
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
@@ -109,6 +110,7 @@ class Runtime:
         register_sync_handlers(self.router)
         self.sop = sop_services(s)
         hooks.install(self.sop)
+        watch_templates(self.sop.holder)
         self.leads = lead_services(s)
         lead_hooks.install(self.leads)
 
@@ -189,6 +191,7 @@ class Runtime:
                 status["redis"] = f"error: {exc.__class__.__name__}"
         if self.scheduler is not None:
             status["leader"] = "yes" if self.scheduler.is_leader else "no"
+        status.update(template_status(self.sop.holder))  # informational: never makes /healthz fail
         return status
 
     async def close(self) -> None:
