@@ -2,7 +2,7 @@
 
 The file is validated as :class:`~scrm.campaigns.spec.CampaignSpec` first; then every Jinja2 text of its
 content (``text``, and the templated fields of its attachments) is analysed as ``sop check`` analyses SOP
-texts (:func:`scrm.sop.check.analyse_positioned`: syntax errors with their column, unknown variables and
+texts (:func:`scrm.sop.analysis.analyse_positioned`: syntax errors with their column, unknown variables and
 fields with a did-you-mean, sandbox escapes), each finding placed on the line of the YAML file where that
 template line sits. A content that passes is rendered against the sample context, and a failure there is
 reported at the start of ``content``.
@@ -17,7 +17,7 @@ from typing import Any
 from scrm.campaigns.content import check_content
 from scrm.campaigns.spec import CampaignFileError, CampaignSpec, load_campaign_file
 from scrm.config_file import RuleProblem
-from scrm.sop.check import analyse_positioned
+from scrm.sop.analysis import analyse_positioned
 from scrm.sop.positions import SourceMap, parse_yaml
 from scrm.sop.problems import Loc
 
