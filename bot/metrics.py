@@ -7,7 +7,7 @@ reasons, kinds — never ids).
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -85,6 +85,23 @@ CAMPAIGN_TRACKING = Counter(
     ["action"],
     registry=REGISTRY,
 )
+
+
+# ---- SOP templates ----------------------------------------------------------------------------------
+
+TEMPLATE_PROBLEMS = Gauge(
+    "lianyi_sop_template_problems",
+    "Problems of the SOP folder right now (0: the folder runs as it is; see /healthz for the first one).",
+    registry=REGISTRY,
+)
+TEMPLATES_RUNNING = Gauge(
+    "lianyi_sop_templates_running",
+    "1 for the templates this process runs: current (the folder as it is), last_good (the folder has problems, "
+    "the last good templates keep running) or none (nothing good was ever loaded: no SOP starts).",
+    ["state"],
+    registry=REGISTRY,
+)
+TEMPLATE_STATES = ("current", "last_good", "none")
 
 
 def render_metrics() -> tuple[bytes, str]:

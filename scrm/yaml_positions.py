@@ -80,16 +80,22 @@ class SourceMap:
                 return self.keys[path]
         return ROOT
 
-    def text_line(self, loc: Loc, template_line: int) -> Mark:
-        """The file position of line ``template_line`` (1-based) of the Jinja2 text stored at ``loc``."""
+    def text_line(self, loc: Loc, template_line: int, template_col: int = 1) -> Mark:
+        """The file position of line ``template_line``, column ``template_col`` (1-based) of the Jinja2 text
+        stored at ``loc``. Column 1 of an inline value is where the value starts (its opening quote, if quoted)."""
         start = self.values.get(loc)
         if start is None or loc not in self.scalars:
             return self.locate(loc)
+        shift = max(template_col, 1) - 1
         if loc not in self.block_scalars:
-            return start if template_line <= 1 else Mark(start.line + template_line - 1, 1)
+            if template_line > 1:
+                return Mark(start.line + template_line - 1, 1 + shift)
+            opening = self.lines[start.line - 1][start.col - 1 : start.col] if start.line <= len(self.lines) else ""
+            quoted = shift > 0 and opening in ("'", '"')
+            return Mark(start.line, start.col + shift + (1 if quoted else 0))
         line = start.line + template_line  # the block indicator's line, then the content
         text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
-        return Mark(line, len(text) - len(text.lstrip(" ")) + 1)
+        return Mark(line, len(text) - len(text.lstrip(" ")) + 1 + shift)
 
     def for_error(self, loc: Loc, error_type: str, ctx: Mapping[str, Any] | None) -> Mark:
         """The best position for a pydantic error: an unknown key's own position, a ``key`` named by the

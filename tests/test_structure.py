@@ -11,14 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "scrm")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-# being split in issue 12: the lead engineer empties this list after merging
-ALLOWED_LONG_FUNCTIONS = frozenset(
-    {
-        "scrm/campaigns/planner.py:build_plan",
-        "scrm/campaigns/planner.py:_write",
-        "scrm/leads/roster.py:import_roster",
-    }
-)
+# functions allowed past 60 lines without a docstring saying why (issue 12 split the last ones): keep it empty
+ALLOWED_LONG_FUNCTIONS: frozenset[str] = frozenset()
 _SAYS_WHY = re.compile(r"\blong\b", re.IGNORECASE)
 
 

@@ -25,10 +25,10 @@ from bot.runtime.campaign_wiring import campaign_policy
 from bot.settings import Settings, load_settings
 from bot.web.links import link_signer
 from scrm.campaigns import service
-from scrm.campaigns.content import check_content
-from scrm.campaigns.planner import build_plan
+from scrm.campaigns.check import check_campaign_file
+from scrm.campaigns.preview import preview_lines, preview_run
 from scrm.campaigns.report import REASON_CN, campaign_report, render_report, target_rows, write_csv
-from scrm.campaigns.spec import CampaignFileError, load_campaign_file, slot_of
+from scrm.campaigns.spec import slot_of
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
 from scrm.models import BatchStatus, Campaign, CampaignBatch, CampaignRun
@@ -68,16 +68,10 @@ def check_command(files: tuple[Path, ...]) -> None:
     """Validate campaign files and render their content against sample data (exit 1 on any problem)."""
     bad = 0
     for file in files:
-        try:
-            spec = load_campaign_file(file)
-        except CampaignFileError as exc:
-            click.echo(str(exc))
-            bad += 1
-            continue
-        problem = check_content(spec.content)
-        if problem is not None:
-            click.echo(f"{file}:1:1 content: {problem.message_cn}")
-            bad += 1
+        _spec, problems = check_campaign_file(file)
+        for problem in problems:
+            click.echo(f"{file}:{problem.line}:{problem.col} {problem.message}")
+        bad += bool(problems)
     if bad:
         sys.exit(1)
     click.echo(f"{len(files)} 个群发活动文件检查通过")
@@ -88,14 +82,11 @@ def check_command(files: tuple[Path, ...]) -> None:
 @click.option("--by", "by", required=True, help="Your WeCom userid (创建人).")
 def save_command(file: Path, by: str) -> None:
     """Create or update the campaign of FILE (a changed file needs approval again)."""
-    try:
-        spec = load_campaign_file(file)
-    except CampaignFileError as exc:
-        _fail(str(exc))
+    spec, problems = check_campaign_file(file)
+    if spec is None or problems:
+        field = "content: " if spec is not None else ""  # a readable spec: what is left is its content
+        _fail("\n".join(f"{file}:{p.line}:{p.col} {field}{p.message}" for p in problems))
         return
-    problem = check_content(spec.content)
-    if problem is not None:
-        _fail(f"{file}: content: {problem.message_cn}")
     settings = load_settings()
 
     async def work(sessions: SessionFactory) -> service.Saved:
@@ -188,27 +179,19 @@ def plan_command(code: str) -> None:
     async def work(sessions: SessionFactory) -> str:
         async with sessions() as session:
             found = await service.get_campaign(session, settings.corp_id, code)
-            spec = service.spec_of(found)
-            now = utcnow()
-            rate = settings.campaign_calls_per_minute
-            plan = await build_plan(
+            now, policy, rate = utcnow(), campaign_policy(settings), settings.campaign_calls_per_minute
+            preview = await preview_run(
                 session,
                 found,
-                spec,
-                slot="preview",
+                service.spec_of(found),
                 now=now,
-                policy=campaign_policy(settings),
+                policy=policy,
                 calls_per_minute=rate,
                 links=link_signer(settings),
             )
             await session.rollback()
-        senders = len({b.sender for b in plan.batches})
-        minutes = max(0, (len(plan.batches) - 1) // rate)
-        lines = [
-            f"群发活动 {code}：目标 {len(plan.targets)}，计划发送 {len(plan.batch_of)}，跳过 {len(plan.skipped)}",
-            f"群发任务 {len(plan.batches)} 个（{senders} 位发送成员），按每分钟 {rate} 次调用约需 {minutes} 分钟",
-        ]
-        reasons = [(REASON_CN.get(k, k), v) for k, v in plan.skip_reasons.most_common()]
+        lines = preview_lines(preview, code, policy, now, rate)
+        reasons = [(REASON_CN.get(k, k), v) for k, v in preview.plan.skip_reasons.most_common()]
         if reasons:
             lines.append(table(["跳过原因", "数量"], reasons))
         return "\n".join(lines)

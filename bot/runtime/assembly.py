@@ -38,6 +38,7 @@ from bot.runtime.services import build_services
 from bot.runtime.sop_wiring import sop_ticks
 from bot.runtime.worker import Worker
 from bot.settings import Settings
+from bot.web.health import template_status, watch_templates
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
@@ -101,6 +102,8 @@ class Runtime:
         self.wakeup = OutboxWakeup(self.redis, self.keys)
         self.router = Router()
         register_sync_handlers(self.router)
+        if self.services.sop is not None:
+            watch_templates(self.services.sop.holder)
 
     async def start(self) -> None:
         """Open the WeCom client and start the loops of this process's roles."""
@@ -188,6 +191,8 @@ class Runtime:
                 status["redis"] = f"error: {exc.__class__.__name__}"
         if self.scheduler is not None:
             status["leader"] = "yes" if self.scheduler.is_leader else "no"
+        if self.services.sop is not None:  # informational: never makes /healthz fail
+            status.update(template_status(self.services.sop.holder))
         return status
 
     async def close(self) -> None:

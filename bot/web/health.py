@@ -1,4 +1,11 @@
-"""``/healthz`` (each dependency's state; 503 when one is broken) and ``/metrics`` (Prometheus text format)."""
+"""``/healthz`` (each dependency's state; 503 when one is broken) and ``/metrics`` (Prometheus text format).
+
+The SOP templates are reported too (:func:`template_status`: ``templates`` is ``ok`` or the first problem as
+``file:line:col CODE``, with ``template_problems`` and ``templates_running``) but they never make the process
+unhealthy: a template typo keeps the last good templates running and must not take a healthy callback edge
+out of a load balancer, so /healthz stays 200 and ``status`` stays ``ok``. Alert on the
+``lianyi_sop_template_problems`` gauge instead.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,37 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import metrics
+from scrm.sop.catalog import CatalogHolder
 
 HealthProbe = Callable[[], Awaitable[dict[str, str]]]
+INFORMATIONAL = frozenset({"templates", "template_problems", "templates_running"})  # never "degraded"
+
+
+def template_status(holder: CatalogHolder) -> dict[str, str]:
+    """The templates' part of /healthz."""
+    health = holder.health()
+    return {
+        "templates": health.first or "ok",
+        "template_problems": str(health.problems),
+        "templates_running": health.running,
+    }
+
+
+def watch_templates(holder: CatalogHolder) -> None:
+    """Let the template gauges of /metrics read ``holder`` at every scrape (the last runtime started wins)."""
+    metrics.TEMPLATE_PROBLEMS.set_function(lambda: holder.health().problems)
+
+    def running(state: str) -> Callable[[], float]:
+        return lambda: 1.0 if holder.health().running == state else 0.0
+
+    for state in metrics.TEMPLATE_STATES:
+        metrics.TEMPLATES_RUNNING.labels(state=state).set_function(running(state))
 
 
 def add_health_routes(app: web.Application, probe: HealthProbe) -> None:
     async def healthz(request: web.Request) -> web.Response:
         status = await probe()
-        ok = all(v in {"ok", "yes", "no"} for v in status.values())
+        ok = all(v in {"ok", "yes", "no"} for k, v in status.items() if k not in INFORMATIONAL)
         return web.json_response({"status": "ok" if ok else "degraded", **status}, status=200 if ok else 503)
 
     app.router.add_get("/healthz", healthz)

@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
 from scrm.campaigns.content import CampaignRenderError
-from scrm.campaigns.planner import plan_run
+from scrm.campaigns.run_writer import plan_run
 from scrm.campaigns.spec import CampaignSpec, slot_of
 from scrm.commands import CommandKind
 from scrm.contact_policy import Policy

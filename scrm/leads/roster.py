@@ -125,20 +125,7 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
     members = {
         s.userid: s for s in await _load(session, Staff, Staff.userid, corp_id, [s.userid for s in roster.staff])
     }
-    problems: list[RosterProblem] = []
-    warnings: list[RosterProblem] = []
-    for entry in roster.staff:
-        if entry.dealer_code in referenced and entry.dealer_code not in dealers:
-            where = entry.dealer_where or entry.where
-            problems.append(
-                RosterProblem(where, f"门店 {entry.dealer_code} 不存在：本次导入和数据库中都没有这个门店代码")
-            )
-        stored = members.get(entry.userid)
-        if stored is None or (stored.extra or {}).get(ROSTER_UNMATCHED):
-            message = f"企业微信中未找到成员 {entry.userid}（请检查账号，或先运行 lianyi sync 同步通讯录）"
-            (problems if strict else warnings).append(RosterProblem(entry.where, message, warning=not strict))
-    if problems:
-        raise RosterError(problems)
+    warnings = _check_staff(roster, set(referenced), dealers, members, strict=strict)
     await ensure_corp(session, corp_id)
     counts = {"dealers": [0, 0, 0], "staff": [0, 0, 0]}  # created, updated, unchanged
     for dealer_entry in roster.dealers:
@@ -175,6 +162,28 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
         staff_unchanged,
         tuple(warnings),
     )
+
+
+def _check_staff(
+    roster: Roster, referenced: set[str], dealers: dict[str, Dealer], members: dict[str, Staff], *, strict: bool
+) -> list[RosterProblem]:
+    """What needs the database: each member's dealer exists (in the roster or stored), each userid is a known
+    WeCom member (a warning, an error with ``strict``). Raises :class:`RosterError`; returns the warnings."""
+    problems: list[RosterProblem] = []
+    warnings: list[RosterProblem] = []
+    for entry in roster.staff:
+        if entry.dealer_code in referenced and entry.dealer_code not in dealers:
+            where = entry.dealer_where or entry.where
+            problems.append(
+                RosterProblem(where, f"门店 {entry.dealer_code} 不存在：本次导入和数据库中都没有这个门店代码")
+            )
+        stored = members.get(entry.userid)
+        if stored is None or (stored.extra or {}).get(ROSTER_UNMATCHED):
+            message = f"企业微信中未找到成员 {entry.userid}（请检查账号，或先运行 lianyi sync 同步通讯录）"
+            (problems if strict else warnings).append(RosterProblem(entry.where, message, warning=not strict))
+    if problems:
+        raise RosterError(problems)
+    return warnings
 
 
 async def _load(session: AsyncSession, model: Any, key: Any, corp_id: str, values: Sequence[str]) -> list[Any]:

@@ -39,6 +39,8 @@ HEADER_ALIASES: dict[str, dict[str, str]] = {
         "营业时间说明": "hours",
         "地址": "address",
         "电话": "phone",
+        "话术": "answers",
+        "门店答复": "answers",
     },
     "staff": {
         "成员账号": "userid",

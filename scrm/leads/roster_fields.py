@@ -13,6 +13,7 @@ from typing import Any
 
 from scrm.errors import LianyiError
 from scrm.leads.calendar import HoursError, OpeningHours
+from scrm.leads.roster_answers import AnswersProblem, clean_answers
 from scrm.models import StaffRole
 from scrm.problems import did_you_mean
 
@@ -68,10 +69,11 @@ class RosterError(LianyiError):
 class FieldProblem(LianyiError):
     """One bad value; ``offset`` is the 1-based character inside the value when known (opening hours)."""
 
-    def __init__(self, message: str, offset: int | None = None) -> None:
+    def __init__(self, message: str, offset: int | None = None, *, at: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.offset = offset
+        self.at = at  # the key inside a mapping value the problem is about (answers: the topic)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,15 @@ def _hours(raw: Any) -> str:
     return value
 
 
+def _answers(raw: Any) -> dict[str, str]:
+    try:
+        return clean_answers(raw)
+    except AnswersProblem as exc:
+        raise FieldProblem(
+            exc.message, at=(exc.topic,) if exc.topic is not None and isinstance(raw, dict) else ()
+        ) from None
+
+
 def _role(raw: Any) -> str:
     value = _text(16, required=True)(raw)
     role = ROLE_ALIASES.get(value.lower())
@@ -189,6 +200,7 @@ DEALER_FIELDS: Mapping[str, tuple[str, Cleaner]] = {
     "hours": ("hours", _text(128)),
     "address": ("address", _text(256)),
     "phone": ("phone", _text(32)),
+    "answers": ("answers", _answers),
 }
 STAFF_FIELDS: Mapping[str, tuple[str, Cleaner]] = {
     "userid": ("userid", _text(64, required=True)),

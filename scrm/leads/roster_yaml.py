@@ -91,7 +91,9 @@ def _read_item(
         try:
             values[FIELDS[kind][name][0]] = clean_value(kind, name, raw)
         except FieldProblem as exc:
-            problems.append(RosterProblem(_value_at(path, source, loc, exc.offset), f"{name}：{exc.message}"))
+            inner = source.key((*loc, *exc.at)) if exc.at else None  # the key inside the value (answers' topic)
+            where = _at(path, inner) if inner else _value_at(path, source, loc, exc.offset)
+            problems.append(RosterProblem(where, f"{name}：{exc.message}"))
     key = _KEYS[kind]
     if key not in item or item[key] is None:
         problems.append(RosterProblem(where, f"缺少 {key}"))

@@ -5,7 +5,8 @@ looks at the folder's fingerprint (every file's path, size and mtime) at most ev
 when it changed, the whole folder is loaded and checked again (:func:`scrm.sop.check.check_folder`). Only a
 folder without a single problem replaces the running catalog — all of it at once, never half-loaded. An
 invalid edit keeps the last good catalog running; the problems are logged (one line each, with
-``file:line:col code``) and kept on :attr:`CatalogHolder.problems` for ``/healthz`` and the console.
+``file:line:col code``) and kept on :attr:`CatalogHolder.problems` for ``/healthz`` and the console;
+:meth:`CatalogHolder.health` sums them up (count, first ``file:line:col CODE``, which templates run).
 
 A process whose very first load fails runs an *empty* catalog flagged ``ok=False``: no template starts,
 enrolments already in flight keep running on their stored versions, and nothing is cancelled because of
@@ -30,6 +31,19 @@ from scrm.sop.spec import TemplateBundle
 log = logging.getLogger(__name__)
 
 FOLDER_SUFFIXES = frozenset({".yaml", ".yml", ".j2"})
+UNREADABLE_FOLDER_CODE = "SOP019"  # the folder itself cannot be read: reported as an unreadable file
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateHealth:
+    """The state of a process's templates for ``/healthz`` and ``/metrics``.
+
+    ``running``: ``current`` (the folder as it is now), ``last_good`` (the folder has problems; the last good
+    templates keep running), ``none`` (nothing good was ever loaded: no template starts)."""
+
+    problems: int
+    first: str  # "file:line:col CODE" of the first problem, file relative to the SOP folder; "" when none
+    running: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,7 @@ class CatalogHolder:
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self._checked_at: float | None = None
         self.problems: list[str] = []
+        self._heads: list[str] = []  # "file:line:col CODE" of each problem
 
     @classmethod
     def fixed(cls, catalog: Catalog) -> CatalogHolder:
@@ -125,21 +140,25 @@ class CatalogHolder:
             return False
         try:
             loaded = load_folder(self.directory)
-            problems = [str(p) for p in check_loaded(loaded, self.directory, rule_files=self.rule_files)]
+            checked = check_loaded(loaded, self.directory, rule_files=self.rule_files)
         except OSError as exc:
             self._fingerprint = fingerprint
             self.problems = [f"{self.directory}: 无法读取 SOP 目录（{exc.strerror or exc}）"]
+            self._heads = [f"{self.directory}:1:1 {UNREADABLE_FOLDER_CODE}"]
             log.error("SOP folder cannot be read; keeping the last good templates: %s", exc)
             return False
         if folder_fingerprint(self.directory) != fingerprint:  # edited while we read it: look again next time
             return False
         self._fingerprint = fingerprint
-        if problems or loaded.problems:
-            self.problems = problems or [str(p) for p in loaded.problems]
+        found = checked or loaded.problems
+        if found:
+            self.problems = [str(p) for p in found]
+            self._heads = [f"{self._shown(p.path)}:{p.line}:{p.col} {p.code}" for p in found]
             for line in self.problems:
                 log.error("SOP folder has a problem; keeping the last good templates: %s", line)
             return False
         self.problems = []
+        self._heads = []
         self._catalog = Catalog(
             bundles=dict(loaded.bundles),
             policy=loaded.policy,
@@ -157,3 +176,15 @@ class CatalogHolder:
             },
         )
         return True
+
+    def health(self) -> TemplateHealth:
+        """The templates' state, after looking at the folder (at most every ``check_every`` seconds)."""
+        catalog = self.current()
+        running = "none" if not catalog.ok else "last_good" if self.problems else "current"
+        return TemplateHealth(len(self.problems), self._heads[0] if self._heads else "", running)
+
+    def _shown(self, path: str) -> str:
+        try:
+            return Path(path).resolve().relative_to(self.directory.resolve()).as_posix()
+        except ValueError:
+            return path

@@ -45,140 +45,25 @@ SOP028  handoff.yaml problem (YAML, schema, levels, ladders, time zone; :func:`s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.meta import find_undeclared_variables
-from jinja2.sandbox import (
-    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
-    UNSAFE_COROUTINE_ATTRIBUTES,
-    UNSAFE_FUNCTION_ATTRIBUTES,
-    UNSAFE_GENERATOR_ATTRIBUTES,
-    UNSAFE_METHOD_ATTRIBUTES,
-    ImmutableSandboxedEnvironment,
-)
-
 from scrm.config_file import ConfigFileError, RuleFile
 from scrm.contact_policy import Policy
-from scrm.problems import CODES, RENDER_ERROR_CODES, Loc, Problem, did_you_mean
+from scrm.problems import CODES, RENDER_ERROR_CODES, Loc, Problem
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
-from scrm.sop.spec import ATTACHMENTS_MAX
-from scrm.templating.context import SAMPLE_CONTEXT, SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
+from scrm.templating.analysis import analyse, analyse_positioned
+from scrm.templating.context import SAMPLE_CONTEXT
 from scrm.timing import cron_fires_between
 from scrm.yaml_positions import SourceMap
 
-__all__ = ["CODES", "Problem", "check_folder", "check_loaded", "check_path"]
+__all__ = ["CODES", "Problem", "analyse", "analyse_positioned", "check_folder", "check_loaded", "check_path"]
 
-ATTACH_FUNCTIONS = frozenset({"attach_link", "attach_image", "attach_miniprogram"})
 MESSAGE_ACTIONS = ("welcome", "private_message", "advisor_task", "group_message")
 QUIET_LOOKAHEAD = timedelta(days=14)
-UNSAFE_ATTRIBUTES = frozenset(
-    {
-        "mro",
-        *UNSAFE_FUNCTION_ATTRIBUTES,
-        *UNSAFE_METHOD_ATTRIBUTES,
-        *UNSAFE_GENERATOR_ATTRIBUTES,
-        *UNSAFE_COROUTINE_ATTRIBUTES,
-        *UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
-    }
-)
-_NO_FILTER = re.compile(r"^No (filter|test) named '([^']+)'")
-
-Finding = tuple[int, str, str]  # template line, code, message
-
-
-# ---- static Jinja2 analysis -------------------------------------------------------------------------------
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    install_filters(env)
-    return env
-
-
-_ENV = _environment()
-KNOWN_NAMES = frozenset({*VARIABLES, *ATTACH_FUNCTIONS, *_ENV.globals})
-
-
-def _syntax_message(exc: TemplateSyntaxError) -> str:
-    message = exc.message or str(exc)
-    if match := _NO_FILTER.match(message):
-        what, name = match.groups()
-        known = _ENV.filters if what == "filter" else _ENV.tests
-        label = "过滤器" if what == "filter" else "测试"
-        guess = did_you_mean(name, known)
-        return f"没有名为 {name} 的{label}" + (f"，是不是 {guess}？" if guess else "")
-    return f"Jinja2 语法错误：{message}"
-
-
-def _unsafe(node: nodes.Node) -> str | None:
-    """Why ``node`` tries to leave the sandbox, or None."""
-    if isinstance(node, nodes.Getattr) and (node.attr.startswith("_") or node.attr in UNSAFE_ATTRIBUTES):
-        return node.attr
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-        key = node.arg.value
-        if isinstance(key, str) and (key.startswith("_") or key in UNSAFE_ATTRIBUTES):
-            return key
-    if isinstance(node, nodes.Filter) and node.name == "attr":
-        arg = node.args[0] if node.args else None
-        if not isinstance(arg, nodes.Const):
-            return "attr(…)"  # a computed attribute name could spell anything
-        name = str(arg.value)
-        if name.startswith("_") or name in UNSAFE_ATTRIBUTES:
-            return name
-    return None
-
-
-def analyse(source: str, *, expression: bool = False, yaml_attachments: int = 0) -> list[Finding]:
-    """Static findings in one Jinja2 text (``expression``: a ``when`` expression): (line, code, message)."""
-    text = "{{ " + source + " }}" if expression else source
-    try:
-        tree = _ENV.parse(text)
-        _ENV.compile(tree)  # unknown filters and tests fail here
-    except TemplateSyntaxError as exc:
-        return [(exc.lineno or 1, "SOP010", _syntax_message(exc))]
-    found: list[Finding] = []
-    unsafe: dict[int, list[str]] = {}
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
-        name = _unsafe(node)
-        if name is not None:
-            unsafe.setdefault(node.lineno, []).insert(0, name)  # find_all yields the outer access first
-    for line, names in sorted(unsafe.items()):
-        found.append((line, "SOP015", f"模板不能访问 {'、'.join(dict.fromkeys(names))}（沙箱禁止，疑似注入）"))
-    undeclared = find_undeclared_variables(tree)
-    for variable in sorted(undeclared - KNOWN_NAMES):
-        line = next((n.lineno for n in tree.find_all(nodes.Name) if n.name == variable), 1)
-        guess = did_you_mean(variable, VARIABLES)
-        hint = f"，是不是 {guess}？" if guess else f"；可用变量：{'、'.join(sorted(VARIABLES))}"
-        found.append((line, "SOP009", f"未知变量 {variable}{hint}"))
-    for node in tree.find_all(nodes.Getattr):
-        target = node.node
-        if not (isinstance(target, nodes.Name) and target.name in undeclared) or node.attr.startswith("_"):
-            continue
-        fields = _fields_of(target.name)
-        if fields is not None and node.attr not in fields:
-            guess = did_you_mean(node.attr, fields)
-            hint = f"，是不是 {guess}？" if guess else f"；可用字段：{'、'.join(sorted(fields))}"
-            found.append((node.lineno, "SOP011", f"{target.name} 没有字段 {node.attr}{hint}"))
-    calls = [n for n in tree.find_all(nodes.Call) if isinstance(n.node, nodes.Name) and n.node.name in ATTACH_FUNCTIONS]
-    if calls and len(calls) + yaml_attachments > ATTACHMENTS_MAX:
-        count = len(calls) + yaml_attachments
-        found.append((calls[-1].lineno, "SOP013", f"附件最多 {ATTACHMENTS_MAX} 个，这里有 {count} 个"))
-    return found
-
-
-def _fields_of(variable: str) -> frozenset[str] | None:
-    if variable in VARIABLE_KEYS:
-        return VARIABLE_KEYS[variable] | frozenset(n for n in dir(dict) if not n.startswith("_"))
-    if variable == "now":
-        return frozenset(n for n in dir(SAMPLE_NOW) if not n.startswith("_"))
-    return None
-
 
 # ---- one template -----------------------------------------------------------------------------------------
 
@@ -196,12 +81,12 @@ class _TemplateChecker:
         mark = self.source.locate(loc)
         self.problems.append(Problem(self.loaded.shown, mark.line, mark.col, code, message))
 
-    def in_text(self, loc: Loc, line: int, code: str, message: str) -> None:
-        mark = self.source.text_line(loc, line)
+    def in_text(self, loc: Loc, line: int, code: str, message: str, col: int = 1) -> None:
+        mark = self.source.text_line(loc, line, col)
         self.problems.append(Problem(self.loaded.shown, mark.line, mark.col, code, message))
 
-    def in_file(self, name: str, line: int, code: str, message: str) -> None:
-        self.problems.append(Problem(str(self.folder / name), max(line, 1), 1, code, message))
+    def in_file(self, name: str, line: int, code: str, message: str, col: int = 1) -> None:
+        self.problems.append(Problem(str(self.folder / name), max(line, 1), max(col, 1), code, message))
 
     def run(self) -> list[Problem]:
         raw = self.loaded.raw
@@ -213,15 +98,16 @@ class _TemplateChecker:
                 self.at(loc, "SOP008", message)
         said: set[tuple[str, str]] = set()  # (code, step or file) the static analysis reported
         for loc, text, expression, attachments in _texts(raw):
-            for line, code, message in analyse(text, expression=expression, yaml_attachments=attachments):
-                self.in_text(loc, line, code, message)
+            found = analyse_positioned(text, expression=expression, yaml_attachments=attachments)
+            for line, col, code, message in found:
+                self.in_text(loc, line, code, message, col)
                 said.add((code, repr(loc[:2])))
         bundle = self.loaded.bundle
         if bundle is None:
             return self.problems
         for name, text in bundle.files.items():
-            for line, code, message in analyse(text):
-                self.in_file(name, line, code, message)
+            for line, col, code, message in analyse_positioned(text):
+                self.in_file(name, line, code, message, col)
                 said.add((code, name))
         positions = {(p.path, p.line, p.col) for p in self.problems}
         for error in SopRenderer(bundle).problems(SAMPLE_CONTEXT):

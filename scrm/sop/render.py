@@ -30,7 +30,8 @@ from jinja2 import (
 )
 
 from scrm.links import LinkWrapper
-from scrm.sop.spec import ATTACHMENTS_MAX, AdvisorTask, Attachment, Message, TemplateBundle
+from scrm.sop.spec import AdvisorTask, Attachment, Message, TemplateBundle
+from scrm.spec_fields import ATTACHMENTS_MAX
 from scrm.templating.compiled import (
     CompiledBundle,
     CompiledBundles,

@@ -26,8 +26,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.errors import DomainError
 from scrm.templating.context import install_filters
+from scrm.templating.syntax import explain
 
 log = logging.getLogger(__name__)
+_PLAIN = ImmutableSandboxedEnvironment()  # for locating a syntax error when no environment is given
 
 INLINE = "<inline>"  # the code filename of inline text, so tracebacks tell it from files
 BUNDLE_CACHE_SIZE = 128
@@ -120,9 +122,13 @@ def _undefined_cn(message: str) -> str:
     return f"变量未定义：{message}"
 
 
-def syntax_error(exc: TemplateSyntaxError, file: str | None) -> SopRenderError:
+def syntax_error(exc: TemplateSyntaxError, file: str | None, env: Environment | None = None) -> SopRenderError:
+    """A syntax error in Chinese at its real line (:func:`scrm.templating.syntax.explain`), when the source is known."""
     name = None if exc.filename == INLINE else (exc.filename or file)
-    return SopRenderError("jinja_syntax", f"Jinja2 语法错误：{exc.message or exc}", name, exc.lineno)
+    if exc.source is None:
+        return SopRenderError("jinja_syntax", f"Jinja2 语法错误（{exc.message or exc}）", name, exc.lineno)
+    where = explain(env or _PLAIN, exc.source, exc)
+    return SopRenderError("jinja_syntax", where.text(), name, where.line)
 
 
 class CompiledBundle:
@@ -147,7 +153,7 @@ class CompiledBundle:
             try:
                 code = self.env.compile(source, filename=INLINE)
             except TemplateSyntaxError as exc:
-                raise syntax_error(exc, None) from exc
+                raise syntax_error(exc, None, self.env) from exc
             return self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
 
         return cached(self._inline, source, build)
@@ -159,7 +165,7 @@ class CompiledBundle:
             try:
                 return self.env.get_template(name)
             except TemplateSyntaxError as exc:
-                raise syntax_error(exc, name) from exc
+                raise syntax_error(exc, name, self.env) from exc
             except TemplateNotFound as exc:
                 raise SopRenderError("missing_file", f"找不到被引用的文件 {exc.name}", name) from exc
 
@@ -170,8 +176,8 @@ class CompiledBundle:
             try:
                 return self.env.compile_expression(source, undefined_to_none=False)
             except TemplateSyntaxError as exc:
-                message_cn = f"when 表达式语法错误：{exc.message or exc}"
-                raise SopRenderError("jinja_syntax", message_cn, None, exc.lineno) from exc
+                where = explain(self.env, "{{ " + source + " }}", exc)
+                raise SopRenderError("jinja_syntax", f"when 表达式语法错误：{where.message}", None, where.line) from exc
 
         return cached(self._expressions, source, build)
 

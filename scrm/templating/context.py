@@ -15,7 +15,9 @@ Variables (always present; what is not known is an empty string, an empty list o
 Filters (:func:`install_filters`): ``date`` (strftime, default ``%Y年%-m月%-d日``), ``cn_date``
 (``11月23日``, or with the year), ``weekday_cn`` (``周一``), ``mask_phone`` (``138****5678``),
 ``mask_name`` (``王**``), ``days_since`` and ``days_until`` (calendar days in China time, relative to
-``now``). Every filter turns an empty value (``""``/``None``) into ``""`` so sparse contacts render.
+``now``), ``day_part`` and ``greeting`` (the time of day in China time, :data:`DAY_PARTS`: ``now | greeting`` is
+``早上好`` at 08:00 and ``您好`` at 02:47). Every filter turns an empty value (``""``/``None``) into ``""`` so
+sparse contacts render.
 
 Functions (:class:`AttachmentCollector`): ``attach_link(title, url, desc="", picurl="")``,
 ``attach_image(pic_url)`` and ``attach_miniprogram(title, appid, page, pic_media_id)`` add an attachment in
@@ -37,6 +39,15 @@ CHINA_TZ = ZoneInfo("Asia/Shanghai")
 STAGE_CN: Mapping[str, str] = {"prospect": "潜客", "intent": "意向", "owner": "车主", "lost": "战败"}
 WEEKDAYS_CN = ("一", "二", "三", "四", "五", "六", "日")
 DEFAULT_DATE_FORMAT = "%Y年%-m月%-d日"
+# (first hour, part of the day, greeting) in China time, each band up to the next one's first hour; in the
+# small hours nobody is greeted "good morning": 凌晨 gets a plain 您好
+DAY_PARTS: tuple[tuple[int, str, str], ...] = (
+    (0, "凌晨", "您好"),
+    (5, "早上", "早上好"),
+    (11, "中午", "中午好"),
+    (13, "下午", "下午好"),
+    (18, "晚上", "晚上好"),
+)
 
 # top-level variable → its keys with the empty default
 _DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -223,7 +234,30 @@ def days_until(context: Context, value: Any) -> int | str:
     return "" if day is None else (day - _today(context)).days
 
 
+def _day_band(value: Any) -> tuple[int, str, str] | None:
+    moment = _as_moment(value)
+    if not isinstance(moment, datetime):
+        return None
+    hour = moment.astimezone(CHINA_TZ).hour if moment.tzinfo else moment.hour  # naive: China time, as elsewhere
+    return next(band for band in reversed(DAY_PARTS) if hour >= band[0])
+
+
+def day_part(value: Any) -> str:
+    """The part of the day of a time in China time: 凌晨 (0–5), 早上 (5–11), 中午 (11–13), 下午 (13–18),
+    晚上 (18–24)."""
+    band = _day_band(value)
+    return "" if band is None else band[1]
+
+
+def greeting(value: Any) -> str:
+    """The greeting for a time in China time: 您好 (凌晨), 早上好, 中午好, 下午好, 晚上好."""
+    band = _day_band(value)
+    return "" if band is None else band[2]
+
+
 FILTERS: Mapping[str, Callable[..., Any]] = {
+    "day_part": day_part,
+    "greeting": greeting,
     "date": format_date,
     "cn_date": cn_date,
     "weekday_cn": weekday_cn,

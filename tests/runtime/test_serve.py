@@ -88,7 +88,8 @@ async def test_serve_migrates_a_fresh_sqlite_file_and_reports_health(tmp_path: P
                             health = (resp.status, await resp.json())
                     except aiohttp.ClientConnectionError:
                         await asyncio.sleep(0.1)
-            assert health == (200, {"status": "ok", "database": "ok", "leader": "yes"})
+            templates = {"templates": "ok", "template_problems": "0", "templates_running": "current"}
+            assert health == (200, {"status": "ok", "database": "ok", "leader": "yes", **templates})
             async with http.get(f"http://127.0.0.1:{port}/wecom/callback") as resp:
                 assert resp.status == 400  # no verification parameters
             async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
