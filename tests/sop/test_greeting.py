@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from scrm.welcome import WelcomeRenderer
-from scrm.welcome import build_context as welcome_context
 
 from scrm.sop.render import SopRenderer
 from scrm.sop.source import load_folder
@@ -48,11 +46,15 @@ def test_shipped_sop_welcome_greets_by_china_time(at: datetime, local: str, part
     assert text.startswith(f"{words}，王先生！"), (local, part, text)
 
 
-def test_built_in_welcome_at_02_47_china_time_is_not_good_morning() -> None:
+def test_the_welcome_at_02_47_china_time_is_not_good_morning() -> None:
     at = datetime(2026, 5, 7, 18, 47, tzinfo=UTC)  # 02:47 in Shanghai, the reported case
-    message = WelcomeRenderer(SOP_DIR).render("qr", welcome_context(contact={"name": ""}, now=at))
-    assert message.text.startswith("您好！")
-    assert "早上好" not in message.text
+    bundle = load_folder(SOP_DIR).bundles["new_customer_nurture"]
+    welcome = bundle.template.steps[0].welcome
+    assert welcome is not None
+    context = build_context(contact={"external_userid": "wmX", "name": ""}, now=at)
+    text = SopRenderer(bundle).render(welcome, context, channel="qr").text
+    assert text.startswith("您好！")
+    assert "早上好" not in text
 
 
 def test_empty_values_and_naive_times() -> None:
