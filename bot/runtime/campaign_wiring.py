@@ -21,7 +21,7 @@ from pathlib import Path
 from bot import metrics
 from bot.runtime.scheduler import TickSpec
 from bot.runtime.sop_wiring import link_signer
-from bot.settings import Settings
+from bot.settings import ContentSettings, Settings
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
 from scrm.campaigns import tracking
@@ -38,7 +38,7 @@ MAX_PAGES = 50
 NOTHING_TO_CANCEL = 40058  # WeCom/emulator: every task was already sent or cancelled
 
 
-def campaign_policy(settings: Settings) -> Policy:
+def campaign_policy(settings: ContentSettings) -> Policy:
     """policy.yaml of the SOP folder (a broken file falls back to the defaults and is logged)."""
     try:
         return load_policy(Path(settings.sop_dir) / "policy.yaml")

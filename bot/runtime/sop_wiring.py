@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 
 from bot.runtime.scheduler import TickSpec
-from bot.settings import Settings
+from bot.settings import ContentSettings, Settings
 from scrm.db import SessionFactory
 from scrm.links import LinkSigner
 from scrm.sop.catalog import catalog_for
@@ -20,14 +20,14 @@ log = logging.getLogger(__name__)
 SILENCE_SCAN_SECONDS = 600.0
 
 
-def link_secret(settings: Settings) -> bytes:
+def link_secret(settings: ContentSettings) -> bytes:
     """LIANYI_LINK_SECRET, or a key derived from the callback AES key (the same in every process)."""
     if settings.link_secret:
         return settings.link_secret.encode("utf-8")
     return hashlib.sha256(b"lianyi tracked links\0" + settings.callback_aes_key.encode("ascii")).digest()
 
 
-def link_signer(settings: Settings) -> LinkSigner | None:
+def link_signer(settings: ContentSettings) -> LinkSigner | None:
     """The tracked-link signer, or None when no public URL is configured (links are then sent as written)."""
     return LinkSigner(link_secret(settings), settings.public_url) if settings.public_url else None
 

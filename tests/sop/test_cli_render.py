@@ -109,6 +109,7 @@ async def setup(tmp_path: Path) -> Setup:
     (sop_dir / "nurture.yaml").write_text(NURTURE, encoding="utf-8")
     (sop_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     (sop_dir / "friday.yaml").write_text(FRIDAY, encoding="utf-8")
+    (sop_dir / "tags.yaml").write_text("SOP进度: [培育完成]\n", encoding="utf-8")  # `sop check` passes
     (sop_dir / "msgs" / "invite.j2").write_text("{{ contact.name }}，\n明天来试驾吗？\n", encoding="utf-8")
     (sop_dir / "msgs" / "price.j2").write_text("报价如下：\n{{ dealer.answers.price }}\n", encoding="utf-8")
     env = {"LIANYI_DATABASE_URL": url, "LIANYI_SOP_DIR": str(sop_dir), "LIANYI_CORP_ID": CORP}
