@@ -20,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.cli.database import ToolFailure, run_with_corp
+from bot.cli.database import ToolFailure, require_database, run_with_corp
 from bot.cli.leads import table
 from bot.runtime.campaign_wiring import campaign_policy
 from bot.runtime.sop_wiring import link_signer
@@ -44,6 +44,8 @@ def _fail(message: str) -> None:
 
 
 def _with_sessions(settings: Settings, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    require_database(settings.database_url)
+
     async def run() -> T:
         engine = make_engine(settings.database_url)
         try:

@@ -67,6 +67,14 @@ async def check_database(url: str) -> None:
         raise _not_ready(url)
 
 
+def require_database(url: str) -> None:
+    """:func:`check_database` for a command about to write: its one line and exit 1 instead of a traceback."""
+    try:
+        asyncio.run(check_database(url))
+    except ToolFailure as exc:
+        fail(str(exc))
+
+
 async def resolve_corp(session: AsyncSession, configured: str) -> str:
     """``LIANYI_CORP_ID`` when set (it must be in the database), else the database's only corp."""
     corps = list((await session.exec(select(Corp.corp_id))).all())

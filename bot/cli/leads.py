@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlmodel import col, select
 
-from bot.cli.database import ToolFailure, run_with_corp
+from bot.cli.database import ToolFailure, require_database, run_with_corp
 from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
 from bot.web.leads_api import local_day_range, staff_token_secret
 from scrm.db import SessionFactory, make_engine, make_session_factory
@@ -224,6 +224,7 @@ def staff() -> None:
 def token_command(userid: str, days: int) -> None:
     """Print an API token for staff member USERID (成员访问令牌，用于线索接口)."""
     settings = load_settings()
+    require_database(settings.database_url)
     if not asyncio.run(_active_staff(settings, userid)):
         _fail(f"成员 {userid} 不存在或已停用，请先导入花名册（lianyi roster import）")
         return
