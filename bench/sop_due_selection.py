@@ -51,7 +51,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.runtime import migrate
 from scrm.db import SessionFactory, make_engine
 from scrm.models import OutboxCommand, SopEnrolment, SopStepRun
-from scrm.sop.catalog import Catalog, CatalogHolder, catalog_for
+from scrm.sop.catalog import Catalog, CatalogHolder
 from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due
 
@@ -486,9 +486,10 @@ async def stage(label: str, memory: dict[str, dict[str, float]], work: Awaitable
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     memory = {"start (imports done)": memory_mib()}
-    catalog = catalog_for(SOP_DIR).current()
+    holder = CatalogHolder(SOP_DIR)
+    catalog = holder.current()
     if not catalog.ok:
-        raise SystemExit(f"{SOP_DIR} does not load: {catalog_for(SOP_DIR).problems}")
+        raise SystemExit(f"{SOP_DIR} does not load: {holder.problems}")
     services = SopServices(holder=CatalogHolder.fixed(catalog))
     result: dict[str, Any] = {
         "bench": "sop_due_selection",

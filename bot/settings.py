@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,15 @@ def _check_database_url(value: str) -> str:
     if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
         raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     return value
+
+
+def _check_sop_dir(value: str) -> str:
+    path = Path(value)
+    if path.is_dir():
+        return str(path.resolve())
+    if value == DEFAULT_SOP_DIR and BUNDLED_SOP_DIR.is_dir():
+        return str(BUNDLED_SOP_DIR)  # running outside the checkout: use the shipped templates
+    raise ValueError(f"is not a folder: {value}")
 
 
 def _check_redis_url(value: str) -> str:
@@ -140,15 +149,7 @@ class Settings(BaseSettings):
     _database_url_scheme = field_validator("database_url")(_check_database_url)
     _redis_url_scheme = field_validator("redis_url")(_check_redis_url)
 
-    @field_validator("sop_dir")
-    @classmethod
-    def _sop_dir_exists(cls, value: str) -> str:
-        path = Path(value)
-        if path.is_dir():
-            return str(path.resolve())
-        if value == DEFAULT_SOP_DIR and BUNDLED_SOP_DIR.is_dir():
-            return str(BUNDLED_SOP_DIR)  # running outside the checkout: use the shipped templates
-        raise ValueError(f"is not a folder: {value}")
+    _sop_dir_exists = field_validator("sop_dir")(_check_sop_dir)
 
     @field_validator("wecom_api_base")
     @classmethod
@@ -182,6 +183,45 @@ class StorageSettings(BaseSettings):
     _redis_url_scheme = field_validator("redis_url")(_check_redis_url)
 
 
+class ContentSettings(Protocol):
+    """What rendering content needs: the SOP folder (policy) and the tracked-link key (Settings, QuerySettings)."""
+
+    @property
+    def sop_dir(self) -> str: ...
+
+    @property
+    def public_url(self) -> str: ...
+
+    @property
+    def link_secret(self) -> str: ...
+
+    @property
+    def callback_aes_key(self) -> str: ...
+
+
+class QuerySettings(BaseSettings):
+    """What commands that only read or plan from the database need (reports, previews): no WeCom secrets.
+
+    ``corp_id`` may be empty: such commands then use the only corp in the database. ``callback_aes_key`` only
+    derives the tracked-link key when ``link_secret`` is empty, as in :class:`Settings`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    corp_id: str = Field(default="", max_length=64)
+    sop_dir: str = DEFAULT_SOP_DIR
+    public_url: str = ""
+    link_secret: str = ""
+    callback_aes_key: str = ""
+    campaign_calls_per_minute: int = Field(default=3000, ge=1, le=10000)
+
+    _database_url_scheme = field_validator("database_url")(_check_database_url)
+    _sop_dir_exists = field_validator("sop_dir")(_check_sop_dir)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; on failure raise SettingsError with one line naming the first bad variable."""
     return _load(Settings, overrides)
@@ -190,6 +230,11 @@ def load_settings(**overrides: Any) -> Settings:
 def load_storage_settings(**overrides: Any) -> StorageSettings:
     """Like :func:`load_settings` but needs no WeCom secrets."""
     return _load(StorageSettings, overrides)
+
+
+def load_query_settings(**overrides: Any) -> QuerySettings:
+    """Like :func:`load_settings` for commands that only read the database (no WeCom secrets)."""
+    return _load(QuerySettings, overrides)
 
 
 _S = TypeVar("_S", bound=BaseSettings)

@@ -1,63 +1,101 @@
-"""The ``lianyi`` command line. Each sub-command lives in its own module of this package."""
+"""The ``lianyi`` command line. Each sub-command lives in its own module of this package.
+
+Sub-command modules are imported lazily, only when their command runs (or its own ``--help`` is asked for):
+several import scikit-learn, SQLAlchemy, aiohttp or the whole runtime, and ``lianyi --help`` must not pay for
+them. The one-line help of each command is therefore kept in :data:`COMMANDS`;
+``tests/cli/test_startup.py`` checks it equals the first line of the command's own help.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 
 import click
 
 from scrm.errors import SettingsError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@dataclass(frozen=True)
+class LazyCommand:
+    """Where a sub-command lives (``module:attribute``) and its one-line help, shown without importing it."""
+
+    target: str
+    summary: str
+
+    def load(self) -> click.Command:
+        module_name, attribute = self.target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.target} is not a click command")
+        return command
+
+
+# Keep alphabetical. ``sop`` is taken from sop_run, which adds render and dry-run to the group of bot.cli.sop.
+COMMANDS: dict[str, LazyCommand] = {
+    "campaign": LazyCommand(
+        "bot.cli.campaign:campaign", "Group pushes (群发活动): 1vN to customer groups, or 1v1 to customers."
+    ),
+    "deadletter": LazyCommand(
+        "bot.cli.deadletter:deadletter", "Dead letters (死信): events and commands that exhausted their retries."
+    ),
+    "demo": LazyCommand(
+        "bot.cli.demo:demo_command", "Run the whole loop on SQLite with the WeCom emulator and simulated customers."
+    ),
+    "emulator": LazyCommand(
+        "bot.cli.emulator:emulator_command",
+        "Run the WeCom emulator (the only stand-in for WeCom in tests, the demo and benchmarks).",
+    ),
+    "ingest": LazyCommand("bot.cli.ingest:ingest", "Import data from other systems (导入外部数据)."),
+    "intent": LazyCommand(
+        "bot.cli.intent:intent", "Intent rules: classify messages, evaluate on a labelled file (意向识别)."
+    ),
+    "leads": LazyCommand("bot.cli.leads:leads", "Leads handed to dealers (线索): reports and history."),
+    "migrate": LazyCommand(
+        "bot.cli.migrate:migrate_command", "Apply database migrations (SQLite or PostgreSQL, from LIANYI_DATABASE_URL)."
+    ),
+    "roster": LazyCommand("bot.cli.roster:roster", "Dealers and staff (门店与成员花名册)."),
+    "serve": LazyCommand(
+        "bot.cli.serve:serve_command", "Run Lianyi: receive WeCom callbacks, process them, talk back to WeCom."
+    ),
+    "sop": LazyCommand("bot.cli.sop_run:sop", "SOP templates: check, render, dry-run (SOP 模板工具)."),
+    "staff": LazyCommand("bot.cli.leads:staff", "Staff members (成员)."),
+    "sync": LazyCommand(
+        "bot.cli.sync:sync_command", "Full sync from WeCom: corp tags, staff, contacts, groups (全量同步，可断点续传)."
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use (the pattern of click's "lazy loading" docs)."""
+
+    def __init__(self, *args: object, lazy: dict[str, LazyCommand], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.add_command(self.lazy[cmd_name].load(), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from :data:`COMMANDS`, so ``lianyi --help`` imports no sub-command module."""
+        rows = [(name, self.lazy[name].summary) for name in self.list_commands(ctx) if name in self.lazy]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Lianyi (涟漪): WeCom private-domain bot and SCRM for car brands and dealers."""
 
 
-def _register() -> None:
-    # One line per sub-command module; keep alphabetical.
-    from bot.cli.campaign import campaign
-
-    cli.add_command(campaign)
-    from bot.cli.deadletter import deadletter
-
-    cli.add_command(deadletter)
-    from bot.cli.demo import demo_command
-
-    cli.add_command(demo_command)
-    from bot.cli.emulator import emulator_command
-
-    cli.add_command(emulator_command)
-    from bot.cli.ingest import ingest
-
-    cli.add_command(ingest)
-    from bot.cli.intent import intent
-
-    cli.add_command(intent)
-    from bot.cli.leads import leads, staff
-
-    cli.add_command(leads)
-    cli.add_command(staff)
-    from bot.cli.migrate import migrate_command
-
-    cli.add_command(migrate_command)
-    from bot.cli.roster import roster
-
-    cli.add_command(roster)
-    from bot.cli.serve import serve_command
-
-    cli.add_command(serve_command)
-    from bot.cli.sop import sop
-
-    cli.add_command(sop)
-    import bot.cli.sop_run  # noqa: F401  (adds render and dry-run to the sop group)
-    from bot.cli.sync import sync_command
-
-    cli.add_command(sync_command)
-
-
 def main() -> None:
-    _register()
     try:
         cli.main(standalone_mode=True)
     except SettingsError as exc:

@@ -20,9 +20,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.cli.database import ToolFailure, require_database, run_with_corp
 from bot.cli.leads import table
 from bot.runtime.campaign_wiring import campaign_policy
-from bot.settings import Settings, load_settings
+from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
 from bot.web.links import link_signer
 from scrm.campaigns import service
 from scrm.campaigns.check import check_campaign_file
@@ -43,6 +44,8 @@ def _fail(message: str) -> None:
 
 
 def _with_sessions(settings: Settings, work: Callable[[SessionFactory], Awaitable[T]]) -> T:
+    require_database(settings.database_url)
+
     async def run() -> T:
         engine = make_engine(settings.database_url)
         try:
@@ -55,6 +58,18 @@ def _with_sessions(settings: Settings, work: Callable[[SessionFactory], Awaitabl
     except service.CampaignError as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from exc
+
+
+def _read(settings: QuerySettings, work: Callable[[SessionFactory, str], Awaitable[T]]) -> T:
+    """``work(sessions, corp_id)`` for a command that reads (no WeCom settings; the corp may be implied)."""
+
+    async def guarded(sessions: SessionFactory, corp_id: str) -> T:
+        try:
+            return await work(sessions, corp_id)
+        except service.CampaignError as exc:
+            raise ToolFailure(str(exc)) from exc
+
+    return run_with_corp(settings.database_url, settings.corp_id, guarded)
 
 
 @click.group("campaign")
@@ -150,11 +165,11 @@ def cancel_command(code: str, by: str) -> None:
 @campaign.command("list")
 def list_command() -> None:
     """Every campaign with its status and next run (活动列表)."""
-    settings = load_settings()
+    settings = load_query_settings()
 
-    async def work(sessions: SessionFactory) -> list[Campaign]:
+    async def work(sessions: SessionFactory, corp_id: str) -> list[Campaign]:
         async with sessions() as session:
-            query = select(Campaign).where(Campaign.corp_id == settings.corp_id).order_by(col(Campaign.code))
+            query = select(Campaign).where(Campaign.corp_id == corp_id).order_by(col(Campaign.code))
             return list((await session.exec(query)).all())
 
     rows = [
@@ -165,7 +180,7 @@ def list_command() -> None:
             service.STATUS_CN.get(c.status, c.status),
             slot_of(c.next_run_at, "at") if c.next_run_at else "-",
         )
-        for c in _with_sessions(settings, work)
+        for c in _read(settings, work)
     ]
     click.echo(table(["编码", "名称", "类型", "状态", "下次发送"], rows) if rows else "还没有群发活动")
 
@@ -174,11 +189,11 @@ def list_command() -> None:
 @click.argument("code")
 def plan_command(code: str) -> None:
     """What a run would send now: targets, skips by reason, batches and calls (read-only, 预览)."""
-    settings = load_settings()
+    settings = load_query_settings()
 
-    async def work(sessions: SessionFactory) -> str:
+    async def work(sessions: SessionFactory, corp_id: str) -> str:
         async with sessions() as session:
-            found = await service.get_campaign(session, settings.corp_id, code)
+            found = await service.get_campaign(session, corp_id, code)
             now, policy, rate = utcnow(), campaign_policy(settings), settings.campaign_calls_per_minute
             preview = await preview_run(
                 session,
@@ -196,7 +211,7 @@ def plan_command(code: str) -> None:
             lines.append(table(["跳过原因", "数量"], reasons))
         return "\n".join(lines)
 
-    click.echo(_with_sessions(settings, work))
+    click.echo(_read(settings, work))
 
 
 async def _progress(session: AsyncSession, run_id: int) -> tuple[int, int, int]:
@@ -276,19 +291,19 @@ def send_command(code: str, follow: bool, timeout: float) -> None:
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Also write one row per target.")
 def report_command(code: str, as_json: bool, csv_path: Path | None) -> None:
     """Targets, tasks, confirmed %, delivered %, quota skips and link clicks per run (活动报表)."""
-    settings = load_settings()
+    settings = load_query_settings()
 
-    async def work(sessions: SessionFactory) -> str:
+    async def work(sessions: SessionFactory, corp_id: str) -> str:
         async with sessions() as session:
-            report = await campaign_report(session, settings.corp_id, code)
+            report = await campaign_report(session, corp_id, code)
             if csv_path is not None:
-                rows = await target_rows(session, settings.corp_id, code)
+                rows = await target_rows(session, corp_id, code)
                 with csv_path.open("w", encoding="utf-8", newline="") as out:
                     write_csv(rows, out)
         if as_json:
             return json.dumps(report.as_json(), ensure_ascii=False, indent=2)
         return render_report(report)
 
-    click.echo(_with_sessions(settings, work))
+    click.echo(_read(settings, work))
     if csv_path is not None:
         click.echo(f"明细已写入 {csv_path}", err=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bot.cli.database import require_database
 from bot.runtime.services import build_services
 from bot.settings import Settings, load_settings
 from scrm.db import make_engine, make_session_factory, write_transaction
@@ -56,6 +57,7 @@ def ingest() -> None:
 def ingest_messages(file: Path, source: str) -> None:
     """Import messages from a JSON-lines FILE (- = stdin); records already stored are skipped (按 msgid 去重)."""
     settings = load_settings()
+    require_database(settings.database_url)
     try:
         document = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -14,38 +14,18 @@ from zoneinfo import ZoneInfo
 import click
 from sqlmodel import col, select
 
-from bot.settings import Settings, load_settings
+from bot.cli.database import ToolFailure, require_database, run_with_corp
+from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
 from bot.web.leads_api import local_day_range, staff_token_secret
-from scrm.db import make_engine, make_session_factory
+from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
 from scrm.leads.actions import LeadActionError
+from scrm.leads.history import EVENT_NAMES
 from scrm.leads.metrics import DurationStats, GroupRate, LeadMetrics, lead_metrics
 from scrm.leads.rules import LOST_REASONS, HandoffRulesError, rules_in
 from scrm.leads.staff_tokens import issue
 from scrm.leads.transitions import status_name
 from scrm.models import Dealer, Lead, LeadEvent, Staff
-
-EVENT_NAMES: dict[str, str] = {
-    "assigned": "分配给顾问",
-    "accepted": "接单",
-    "contacted": "标记已联系",
-    "contacted_by_message": "顾问已发消息联系",
-    "test_drive_booked": "预约试驾",
-    "test_drive_done": "已到店试驾",
-    "test_drive_no_show": "试驾未到店",
-    "ordered": "已下订",
-    "delivered": "已交车",
-    "lost_requested": "申请战败",
-    "lost_approved": "批准战败",
-    "lost_rejected": "驳回战败",
-    "reassigned": "重新分配",
-    "pooled": "进入公海",
-    "waiting": "等待门店营业",
-    "sla_remind": "超时提醒顾问",
-    "sla_manager": "超时通知经理",
-    "sla_reassign": "超时改派",
-    "sla_pool": "超时退回公海",
-}
 
 
 def _fail(message: str) -> None:
@@ -53,7 +33,7 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _timezone(settings: Settings) -> str:
+def _timezone(settings: Settings | QuerySettings) -> str:
     try:
         return rules_in(settings.sop_dir).timezone
     except HandoffRulesError:
@@ -109,19 +89,17 @@ def render_report(metrics: LeadMetrics, tz: str) -> str:
     return "\n\n".join(parts)
 
 
-async def _report(settings: Settings, dealer_code: str, since: datetime, until: datetime) -> LeadMetrics:
-    engine = make_engine(settings.database_url)
-    try:
-        async with make_session_factory(engine)() as session:
-            dealer_id = None
-            if dealer_code:
-                statement = select(Dealer.id).where(Dealer.corp_id == settings.corp_id, Dealer.code == dealer_code)
-                dealer_id = (await session.exec(statement)).first()
-                if dealer_id is None:
-                    raise LeadActionError("bad_dealer", f"门店代码 {dealer_code} 不存在", 400)
-            return await lead_metrics(session, settings.corp_id, since=since, until=until, dealer_id=dealer_id)
-    finally:
-        await engine.dispose()
+async def _report(
+    sessions: SessionFactory, corp_id: str, dealer_code: str, since: datetime, until: datetime
+) -> LeadMetrics:
+    async with sessions() as session:
+        dealer_id = None
+        if dealer_code:
+            statement = select(Dealer.id).where(Dealer.corp_id == corp_id, Dealer.code == dealer_code)
+            dealer_id = (await session.exec(statement)).first()
+            if dealer_id is None:
+                raise ToolFailure(f"门店代码 {dealer_code} 不存在")
+        return await lead_metrics(session, corp_id, since=since, until=until, dealer_id=dealer_id)
 
 
 def _detail_text(detail: dict[str, object] | None) -> str:
@@ -130,22 +108,14 @@ def _detail_text(detail: dict[str, object] | None) -> str:
     return "，".join(f"{k}={v}" for k, v in detail.items() if v not in ("", None, [], {}))
 
 
-async def _history(settings: Settings, lead_id: int) -> tuple[Lead, Dealer | None, list[LeadEvent]]:
-    engine = make_engine(settings.database_url)
-    try:
-        async with make_session_factory(engine)() as session:
-            lead = (
-                await session.exec(select(Lead).where(Lead.id == lead_id, Lead.corp_id == settings.corp_id))
-            ).first()
-            if lead is None:
-                raise LeadActionError("not_found", f"线索 {lead_id} 不存在", 404)
-            dealer = await session.get(Dealer, lead.dealer_id) if lead.dealer_id is not None else None
-            statement = (
-                select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(col(LeadEvent.at), col(LeadEvent.id))
-            )
-            return lead, dealer, list((await session.exec(statement)).all())
-    finally:
-        await engine.dispose()
+async def _history(sessions: SessionFactory, corp_id: str, lead_id: int) -> tuple[Lead, Dealer | None, list[LeadEvent]]:
+    async with sessions() as session:
+        lead = (await session.exec(select(Lead).where(Lead.id == lead_id, Lead.corp_id == corp_id))).first()
+        if lead is None:
+            raise ToolFailure(f"线索 {lead_id} 不存在")
+        dealer = await session.get(Dealer, lead.dealer_id) if lead.dealer_id is not None else None
+        statement = select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(col(LeadEvent.at), col(LeadEvent.id))
+        return lead, dealer, list((await session.exec(statement)).all())
 
 
 def render_history(lead: Lead, dealer: Dealer | None, history: list[LeadEvent], tz: str) -> str:
@@ -184,14 +154,16 @@ def leads() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def report_command(dealer_code: str, since: str | None, until: str | None, as_json: bool) -> None:
     """Lead metrics by status, dealer, advisor and channel (线索报表)."""
-    settings = load_settings()
+    settings = load_query_settings()
     tz = _timezone(settings)
     try:
         start, end = local_day_range(since, until, tz, utcnow())
-        metrics = asyncio.run(_report(settings, dealer_code, start, end))
     except LeadActionError as exc:
         _fail(exc.message_zh)
         return
+    metrics = run_with_corp(
+        settings.database_url, settings.corp_id, lambda sessions, corp: _report(sessions, corp, dealer_code, start, end)
+    )
     if as_json:
         click.echo(json.dumps(metrics.as_json(), ensure_ascii=False, indent=2))
     else:
@@ -202,12 +174,10 @@ def report_command(dealer_code: str, since: str | None, until: str | None, as_js
 @click.argument("lead_id", type=int)
 def show_command(lead_id: int) -> None:
     """One lead and its full history (线索详情与历史)."""
-    settings = load_settings()
-    try:
-        lead, dealer, history = asyncio.run(_history(settings, lead_id))
-    except LeadActionError as exc:
-        _fail(exc.message_zh)
-        return
+    settings = load_query_settings()
+    lead, dealer, history = run_with_corp(
+        settings.database_url, settings.corp_id, lambda sessions, corp: _history(sessions, corp, lead_id)
+    )
     click.echo(render_history(lead, dealer, history, _timezone(settings)))
 
 
@@ -233,6 +203,7 @@ def staff() -> None:
 def token_command(userid: str, days: int) -> None:
     """Print an API token for staff member USERID (成员访问令牌，用于线索接口)."""
     settings = load_settings()
+    require_database(settings.database_url)
     if not asyncio.run(_active_staff(settings, userid)):
         _fail(f"成员 {userid} 不存在或已停用，请先导入花名册（lianyi roster import）")
         return

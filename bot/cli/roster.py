@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bot.cli.database import require_database
 from bot.settings import Settings, load_settings
 from scrm.db import make_engine, make_session_factory
 from scrm.leads.roster import ImportSummary, Roster, RosterError, import_roster, parse_rosters
@@ -59,6 +60,7 @@ def import_command(files: tuple[Path, ...], dry_run: bool, strict: bool) -> None
         _fail(exc)
         return
     settings = load_settings()
+    require_database(settings.database_url)
     try:
         summary = asyncio.run(run_import(settings, parsed, strict=strict, dry_run=dry_run))
     except RosterError as exc:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.settings import BUNDLED_SOP_DIR, DEFAULT_SOP_DIR, ENV_PREFIX
 from scrm.folder_check import check_path
+from scrm.problems import Problem
 
 
 class _SopDirSettings(BaseSettings):
@@ -37,6 +38,11 @@ def shown_path(path: str) -> str:
         return path
 
 
+def problem_line(problem: Problem) -> str:
+    """``file:line:col code message``, as ``lianyi sop check`` prints a problem."""
+    return f"{shown_path(problem.path)}:{problem.line}:{problem.col} {problem.code} {problem.message}"
+
+
 @click.group("sop")
 def sop() -> None:
     """SOP templates: check, render, dry-run (SOP 模板工具)."""
@@ -54,7 +60,7 @@ def check_command(path: Path | None) -> None:
         raise click.UsageError(f"SOP 目录不存在：{target}")
     problems, templates = check_path(target)
     for problem in problems:
-        click.echo(f"{shown_path(problem.path)}:{problem.line}:{problem.col} {problem.code} {problem.message}")
+        click.echo(problem_line(problem))
     if problems:
         click.echo(f"发现 {len(problems)} 个问题")
         sys.exit(1)

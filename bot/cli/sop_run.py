@@ -15,22 +15,23 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import click
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.cli.sop import default_sop_dir, shown_path, sop
+from bot.cli.database import ToolFailure, check_database, fail, resolve_corp
+from bot.cli.sop import default_sop_dir, problem_line, shown_path, sop
 from bot.cli.sop_views import print_dry_run, print_rendered_steps
-from bot.settings import ENV_PREFIX, load_storage_settings
+from bot.settings import load_query_settings
 from scrm.audience import ContactFacts, GroupFacts, load_contact, load_group
 from scrm.db import make_engine, make_session_factory
-from scrm.errors import LianyiError
-from scrm.models import Corp
+from scrm.folder_check import RULE_FILES
+from scrm.models import Contact
 from scrm.problems import RENDER_ERROR_CODES
+from scrm.sop.check import check_loaded
 from scrm.sop.dryrun import dry_run
 from scrm.sop.render import SopRenderError
 from scrm.sop.source import FolderLoad, TemplateSource, load_folder
@@ -38,16 +39,6 @@ from scrm.sop.spec import TemplateBundle
 from scrm.timing import CHINA_TZ
 
 T = TypeVar("T")
-
-
-class ToolFailure(LianyiError):
-    """A problem the operator must fix; the message (Chinese) is printed and the command exits 1."""
-
-
-class _CorpSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    corp_id: str = ""
 
 
 # ---- shared: the template, the database --------------------------------------------------------------------
@@ -79,27 +70,22 @@ def load_bundle(template: str) -> tuple[FolderLoad, TemplateSource, TemplateBund
         raise ToolFailure(f"SOP 目录不存在：{folder}")
     load = load_folder(folder)
     source = _find_source(load, template, path)
-    if source.bundle is None:
-        lines = [f"{shown_path(p.path)}:{p.line}:{p.col} {p.code} {p.message}" for p in source.problems]
-        lines.append("模板有问题，无法使用；请先修正（lianyi sop check）")
-        raise ToolFailure("\n".join(lines))
+    problems = check_loaded(load, folder, rule_files=RULE_FILES)
+    if problems or source.bundle is None:  # what `sop check` reports: the service would refuse this folder too
+        verdict = (
+            "模板有问题，无法使用；请先修正（lianyi sop check）"
+            if source.bundle is None
+            else f"SOP 目录未通过检查（{len(problems)} 个问题），线上不会使用这些模板；请先修正（lianyi sop check）"
+        )
+        raise ToolFailure("\n".join([*(problem_line(p) for p in problems), verdict]))
     return load, source, source.bundle
-
-
-async def _corp(session: AsyncSession, configured: str) -> str:
-    corps = list((await session.exec(select(Corp.corp_id))).all())
-    if configured:
-        if configured not in corps:
-            raise ToolFailure(f"数据库中没有企业 {configured}（LIANYI_CORP_ID），请先运行 lianyi sync")
-        return configured
-    if len(corps) == 1:
-        return corps[0]
-    raise ToolFailure(f"请设置 LIANYI_CORP_ID：数据库中有 {len(corps)} 个企业")
 
 
 async def _read_only(work: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
     """Run ``work(session, corp_id)`` in a read-only transaction that is rolled back."""
-    engine = make_engine(load_storage_settings().database_url)
+    settings = load_query_settings()
+    await check_database(settings.database_url)
+    engine = make_engine(settings.database_url)
     try:
         async with make_session_factory(engine)() as session:
             conn = await session.connection()
@@ -108,7 +94,7 @@ async def _read_only(work: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
             else:
                 await conn.execute(text("PRAGMA query_only = ON"))
             try:
-                return await work(session, await _corp(session, _CorpSettings().corp_id))
+                return await work(session, await resolve_corp(session, settings.corp_id))
             finally:
                 await session.rollback()
     finally:
@@ -119,12 +105,7 @@ def _run(work: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
     try:
         return asyncio.run(_read_only(work))
     except ToolFailure as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(1)
+        fail(str(exc))
 
 
 def parse_moment(value: str) -> datetime:
@@ -136,6 +117,17 @@ def parse_moment(value: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=CHINA_TZ)
     return moment.astimezone(UTC)
+
+
+async def contact_facts(session: AsyncSession, corp_id: str, given: str) -> ContactFacts | None:
+    """The contact ``given`` by external_userid or, when that finds none, by its numeric row id (README)."""
+    found = await load_contact(session, corp_id, given)
+    if found is None and given.isdigit():
+        statement = select(Contact.external_userid).where(Contact.corp_id == corp_id, Contact.id == int(given))
+        external_userid = (await session.exec(statement)).first()
+        if external_userid is not None:
+            found = await load_contact(session, corp_id, external_userid)
+    return found
 
 
 def render_error_line(
@@ -154,7 +146,7 @@ def render_error_line(
 
 @sop.command("render")
 @click.argument("template")
-@click.option("--contact", "external_userid", default="", help="客户 external_userid（客户类 SOP）")
+@click.option("--contact", "external_userid", default="", help="客户 external_userid 或数据库编号（客户类 SOP）")
 @click.option("--group", "chat_id", default="", help="客户群 chat_id（群类 SOP）")
 @click.option("--step", "step_id", default="", help="只渲染这一步（步骤 id 或 s1、s2…）")
 @click.option("--at", "at_text", default="", help="渲染时的“现在”（ISO，默认当前时间，北京时间）")
@@ -164,17 +156,15 @@ def render_command(template: str, external_userid: str, chat_id: str, step_id: s
     try:
         load, source, bundle = load_bundle(template)
     except ToolFailure as exc:
-        _fail(str(exc))
-    if any(p.code == "SOP022" for p in load.problems):
-        click.echo("注意：policy.yaml 有问题，预计时间按默认触达策略估算（lianyi sop check 查看详情）", err=True)
+        fail(str(exc))
     kind = bundle.template.kind
     if kind == "contact" and not external_userid:
-        _fail(f"模板 {bundle.id} 是客户类 SOP，请用 --contact 指定客户 external_userid")
+        fail(f"模板 {bundle.id} 是客户类 SOP，请用 --contact 指定客户 external_userid")
     if kind == "group" and not chat_id:
-        _fail(f"模板 {bundle.id} 是群类 SOP，请用 --group 指定客户群 chat_id")
+        fail(f"模板 {bundle.id} 是群类 SOP，请用 --group 指定客户群 chat_id")
     ids = [bundle.template.step_id(i) for i in range(len(bundle.template.steps))]
     if step_id and step_id not in ids:
-        _fail(f"模板 {bundle.id} 没有步骤 {step_id}；步骤：{'、'.join(ids)}")
+        fail(f"模板 {bundle.id} 没有步骤 {step_id}；步骤：{'、'.join(ids)}")
 
     async def facts_of(session: AsyncSession, corp_id: str) -> ContactFacts | GroupFacts:
         found: ContactFacts | GroupFacts | None
@@ -183,10 +173,11 @@ def render_command(template: str, external_userid: str, chat_id: str, step_id: s
             if found is None:
                 raise ToolFailure(f"找不到客户群 {chat_id}（企业 {corp_id}）；请确认 chat_id，或先运行 lianyi sync")
             return found
-        found = await load_contact(session, corp_id, external_userid)
+        found = await contact_facts(session, corp_id, external_userid)
         if found is None:
             raise ToolFailure(
-                f"找不到客户 {external_userid}（企业 {corp_id}）；请确认 external_userid，或先运行 lianyi sync"
+                f"找不到客户 {external_userid}（企业 {corp_id}）；--contact 需要客户的 external_userid"
+                "（或客户在数据库中的编号），请确认，或先运行 lianyi sync"
             )
         return found
 
@@ -222,12 +213,7 @@ def dry_run_command(template: str, days: int, start_text: str, as_json: bool, ro
     try:
         load, _source, bundle = load_bundle(template)
     except ToolFailure as exc:
-        _fail(str(exc))
-    policy_problems = [p for p in load.problems if p.code == "SOP022"]
-    if policy_problems:
-        for p in policy_problems:
-            click.echo(f"{shown_path(p.path)}:{p.line}:{p.col} {p.code} {p.message}", err=True)
-        _fail("policy.yaml 有问题，试运行需要有效的触达策略")
+        fail(str(exc))
 
     report = _run(
         lambda session, corp_id: dry_run(session, bundle, load.policy, corp_id=corp_id, start=start, days=days)

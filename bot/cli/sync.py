@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bot.cli.database import require_database
 from bot.logs import configure_logging
 from bot.runtime.fullsync import STEP_LABELS, STEPS, FullSync, SyncReport
 from bot.settings import Settings, load_settings
@@ -41,6 +42,7 @@ async def run_full_sync(settings: Settings, *, restart: bool, console: Console) 
 def sync_command(restart: bool) -> None:
     """Full sync from WeCom: corp tags, staff, contacts, groups (全量同步，可断点续传)."""
     settings = load_settings()
+    require_database(settings.database_url)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     console = Console(stderr=True)
     try:

@@ -1,15 +1,22 @@
 """`lianyi demo`: the whole loop on SQLite with the WeCom emulator and simulated customers.
 
 Customers add advisors through dealer QR codes (and ads, referrals, events), join and leave customer groups,
-staff edit tags and delete contacts; every change reaches Lianyi as a real encrypted callback. The demo prints
-what Lianyi made of it — contacts by channel, groups, tags, welcome messages and their latencies — and leaves
-the server running on localhost.
+staff edit tags and delete contacts; every change reaches Lianyi as a real encrypted callback. Then the roster is
+imported, a few customers ask buying questions and become leads for their advisors (one advisor never accepts,
+so the SLA reminds them), and a group campaign is saved, approved by a manager, sent and reported
+(:mod:`bot.emulator.demo_journeys`). The demo prints its corp id, database and the environment lines for running
+`lianyi` commands against that database, then what Lianyi made of it all — contacts by channel, groups, tags,
+welcome messages and their latencies, leads, the SLA rung, the campaign's report — and leaves the server running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import socket
 import statistics
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +25,16 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from bot.emulator.demo_journeys import (
+    CAMPAIGN_CODE,
+    JourneyReport,
+    JumpingClock,
+    format_journeys,
+    import_demo_roster,
+    run_campaign,
+    run_leads,
+    summarise_leads,
+)
 from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import ScenarioReport, load_scenario, plan_steps, run_scenario
 from bot.runtime import migrate as migrations
@@ -141,27 +158,95 @@ def _remove_sqlite_files(db_path: Path) -> None:
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on ``host:port`` (checked before the demo deletes its database)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+EXPECTED_ERRCODES = {84061: "客户已删除好友", 40050: "客户群已解散"}
+
+
+class KnownWarnings(logging.Filter):
+    """Counts, and keeps off the console, the WeCom errors the scenario causes on purpose: a customer deleted
+    (84061) or a group dismissed (40050) before Lianyi fetched their details. Summarised in one Chinese line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[int] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        errcode = getattr(record, "errcode", None)
+        if record.levelno == logging.WARNING and errcode in EXPECTED_ERRCODES:
+            self.counts[errcode] += 1
+            return False
+        return True
+
+    def summary(self) -> str | None:
+        if not self.counts:
+            return None
+        parts = "，".join(f"{code}（{EXPECTED_ERRCODES[code]}）{n} 次" for code, n in sorted(self.counts.items()))
+        return f"企业微信返回 {parts}：模拟客户在 Lianyi 拉取详情前已删除或解散，属正常情况，不重试"
+
+
+def _environment_lines(stack: LocalStack, db_path: Path) -> list[str]:
+    s = stack.settings
+    return [
+        f"企业 ID（corp id）：{s.corp_id}    数据库：{db_path.resolve()}",
+        "在另一个终端对演示数据库运行 lianyi 命令（服务运行期间）：",
+        f"  export LIANYI_DATABASE_URL=sqlite+aiosqlite:///{db_path.resolve()} LIANYI_CORP_ID={s.corp_id}",
+        f"  export LIANYI_CALLBACK_TOKEN={s.callback_token} LIANYI_CALLBACK_AES_KEY={s.callback_aes_key}",
+        f"  lianyi campaign report {CAMPAIGN_CODE}",
+        "  lianyi sop render new_customer_nurture --contact <客户 external_userid>",
+    ]
+
+
 async def demo_main(
     *, db_path: Path, port: int, scenario_path: str | None, keep_running: bool, seed: int | None
 ) -> int:
+    if port_in_use(port):
+        print(
+            f"端口 {port} 已被占用，请用 --port 换一个端口 / port {port} is already in use: pass --port",
+            file=sys.stderr,
+        )
+        return 2
     await asyncio.to_thread(_remove_sqlite_files, db_path)
     database_url = f"sqlite+aiosqlite:///{db_path}"
     await asyncio.to_thread(migrations.upgrade, database_url)
     scenario = load_scenario(scenario_path)
+    clock = JumpingClock()
+    known = KnownWarnings()
+    logging.getLogger("bot.outbox.dispatcher").addFilter(known)
     stack = LocalStack(
         scenario=scenario,
         database_url=database_url,
         port=port,
-        settings_overrides={"log_level": "WARNING", "log_json": False},
+        clock=clock,
+        settings_overrides={"log_level": "WARNING", "log_json": False, "ingest_token": secrets.token_hex(16)},
     )
     async with stack:
+        base = stack.callback_url.removesuffix("/wecom/callback")
         print(f"WeCom 模拟器：{stack.emulator.base_url}    Lianyi：{stack.callback_url}", flush=True)
+        for line in _environment_lines(stack, db_path):
+            print(line, flush=True)
         print("正在同步成员与标签，并模拟客户扫码加好友、进群……", flush=True)
         report = await run_demo_loop(stack, seed=seed)
-        for line in format_report(report):
+        print("正在导入花名册，模拟客户咨询（线索）、顾问接单、群发活动……", flush=True)
+        journeys = JourneyReport()
+        await import_demo_roster(stack)
+        await run_leads(stack, clock, base, journeys)
+        await run_campaign(stack, clock, journeys)
+        await stack.wait_until_settled(within=120)
+        await summarise_leads(stack, journeys)
+        lines = [*format_report(report), *format_journeys(journeys)]
+        warnings = known.summary()
+        for line in [*lines, *([warnings] if warnings else [])]:
             print(line, flush=True)
         if keep_running:
-            base = stack.callback_url.removesuffix("/wecom/callback")
             print(f"服务仍在运行：{base}/healthz  {base}/metrics  （Ctrl-C 退出）", flush=True)
             await asyncio.Event().wait()
     return 0 if report.scenario["callbacks_failed"] == 0 and report.welcome_codes_reused == 0 else 1

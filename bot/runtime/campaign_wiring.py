@@ -29,7 +29,7 @@ from pathlib import Path
 from bot import metrics
 from bot.outbox.runner import CommandRunner
 from bot.runtime.scheduler import TickSpec
-from bot.settings import Settings
+from bot.settings import ContentSettings, Settings
 from bot.web.links import link_signer
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import WeComError
@@ -49,7 +49,7 @@ TRACKER_LEASE = timedelta(seconds=60)  # the claim on a command the tick runs it
 DEFAULT_MAX_ATTEMPTS = int(Settings.model_fields["outbox_max_attempts"].default)
 
 
-def campaign_policy(settings: Settings) -> Policy:
+def campaign_policy(settings: ContentSettings) -> Policy:
     """policy.yaml of the SOP folder (a broken file falls back to the defaults and is logged)."""
     try:
         return load_policy(Path(settings.sop_dir) / "policy.yaml")

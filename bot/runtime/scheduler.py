@@ -86,7 +86,13 @@ class LeaderScheduler:
     async def start(self) -> None:
         await self.renew()
         self._scheduler.add_job(
-            self.renew, "interval", seconds=self._renew_seconds, id="leader-renew", max_instances=1, coalesce=True
+            self.renew,
+            "interval",
+            seconds=self._renew_seconds,
+            id="leader-renew",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
         )
         for spec in self._ticks:
             self._scheduler.add_job(
@@ -97,6 +103,7 @@ class LeaderScheduler:
                 id=f"tick:{spec.name}",
                 max_instances=1,
                 coalesce=True,
+                misfire_grace_time=None,  # a run the busy loop made late still runs (once), not "missed by"
             )
         self._scheduler.start()
 

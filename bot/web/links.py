@@ -14,7 +14,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from bot.settings import Settings
+from bot.settings import ContentSettings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_behaviour
 from scrm.links import LinkError, LinkSigner, TrackedLink, record_click
@@ -79,13 +79,13 @@ def add_link_routes(
     app.router.add_get("/r/{token}", follow_link)  # the same links under the name campaigns print
 
 
-def link_secret(settings: Settings) -> bytes:
+def link_secret(settings: ContentSettings) -> bytes:
     """LIANYI_LINK_SECRET, or a key derived from the callback AES key (the same in every process)."""
     if settings.link_secret:
         return settings.link_secret.encode("utf-8")
     return hashlib.sha256(b"lianyi tracked links\0" + settings.callback_aes_key.encode("ascii")).digest()
 
 
-def link_signer(settings: Settings) -> LinkSigner | None:
+def link_signer(settings: ContentSettings) -> LinkSigner | None:
     """The tracked-link signer, or None when no public URL is configured (links are then sent as written)."""
     return LinkSigner(link_secret(settings), settings.public_url) if settings.public_url else None

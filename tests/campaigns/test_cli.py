@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import insert
 from sqlmodel import select
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow
 from scrm.models import CampaignBatch, CampaignRun, CommandStatus, CustomerGroup, Dealer, OutboxCommand, Staff
@@ -37,7 +37,6 @@ approval: true
 
 @pytest.fixture
 def runner(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    _register()
     sop = tmp_path / "sop"
     sop.mkdir()
     (sop / "policy.yaml").write_text('quiet_hours: {start: "00:00", end: "00:00"}\n', encoding="utf-8")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from scrm.db import SessionFactory
 from scrm.models import Message
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
@@ -21,7 +21,6 @@ from tests.ingest.conftest import SOP_DIR
 
 @pytest.fixture
 def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    _register()
     for name, value in {
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,

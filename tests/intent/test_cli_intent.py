@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from bot.cli.intent import coarse, evaluate
 from bot.settings import BUNDLED_SOP_DIR
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "intent"
 RULES = BUNDLED_SOP_DIR / "intent.yaml"
-_register()
 
 
 def run(*args: str, stdin: str = "") -> tuple[int, str]:

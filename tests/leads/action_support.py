@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import select
 
-from bot.cli import _register
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads.history import set_status
 from scrm.leads.rules import HandoffRules, SlaRules
@@ -145,7 +144,6 @@ async def contact_stage(factory: SessionFactory, external_userid: str) -> str:
 @pytest.fixture
 def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings for ``lianyi`` commands run in a test: this corp and the test database."""
-    _register()
     for name, value in {
         "CORP_ID": CORP,
         "CALLBACK_TOKEN": TEST_TOKEN,

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from scrm.db import SessionFactory
 from scrm.leads.roster import ROSTER_UNMATCHED, RosterError, import_roster, parse_roster, parse_rosters
 from scrm.models import Corp, Dealer, Staff
@@ -294,7 +294,6 @@ async def test_staff_may_name_a_dealer_already_stored(session_factory: SessionFa
 
 @pytest.fixture
 def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    _register()
     for name, value in {
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from bot.cli.sop import sop
 from bot.settings import BUNDLED_SOP_DIR
 from scrm.folder_check import check_folder, check_path
@@ -312,7 +312,6 @@ def test_cli_prints_problems_and_exits_1(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_cli_passes_a_good_file_and_counts_templates(tmp_path: Path) -> None:
     write(tmp_path, {"tags.yaml": TAGS, "t.yaml": BASE, "u.yaml": BASE.replace("t_case", "u_case")})
-    _register()
     runner = CliRunner()
     folder = runner.invoke(cli, ["sop", "check", str(tmp_path)])
     assert (folder.exit_code, folder.output) == (0, "检查通过：2 个模板\n")

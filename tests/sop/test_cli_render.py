@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 import bot.cli.sop_run  # noqa: F401  (registers render and dry-run on the sop group)
-from bot.cli import _register, cli
+from bot.cli import cli
 from bot.cli.sop import sop
 from scrm.db import make_engine, make_session_factory
 from tests.conftest import create_sqlite_database
@@ -109,6 +109,7 @@ async def setup(tmp_path: Path) -> Setup:
     (sop_dir / "nurture.yaml").write_text(NURTURE, encoding="utf-8")
     (sop_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     (sop_dir / "friday.yaml").write_text(FRIDAY, encoding="utf-8")
+    (sop_dir / "tags.yaml").write_text("SOP进度: [培育完成]\n", encoding="utf-8")  # `sop check` passes
     (sop_dir / "msgs" / "invite.j2").write_text("{{ contact.name }}，\n明天来试驾吗？\n", encoding="utf-8")
     (sop_dir / "msgs" / "price.j2").write_text("报价如下：\n{{ dealer.answers.price }}\n", encoding="utf-8")
     env = {"LIANYI_DATABASE_URL": url, "LIANYI_SOP_DIR": str(sop_dir), "LIANYI_CORP_ID": CORP}
@@ -236,7 +237,6 @@ async def test_dry_run_json_report(setup: Setup) -> None:
 async def test_dry_run_unknown_template_and_the_registered_command(setup: Setup) -> None:
     result = await invoke(setup, "dry-run", "nosuch")
     assert result.exit_code == 1 and "找不到模板 nosuch" in result.output
-    _register()
     listed = CliRunner().invoke(cli, ["sop", "--help"], env=setup.env)
     assert listed.exit_code == 0
     assert "render" in listed.output and "dry-run" in listed.output
