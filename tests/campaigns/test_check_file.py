@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bot.cli import _register, cli
+from bot.cli import cli
 from scrm.campaigns.check import check_campaign_file
 
 HEAD = """\
@@ -54,7 +54,6 @@ def test_campaign_variable_is_known(tmp_path: Path) -> None:
 
 
 def test_the_cli_prints_file_line_col(tmp_path: Path) -> None:
-    _register()
     file = tmp_path / "c.yaml"
     file.write_text(HEAD + "content:\n  text: |\n    好\n    {{ contact.nmae }}\n" + TAIL, encoding="utf-8")
     result = CliRunner().invoke(cli, ["campaign", "check", str(file)])
