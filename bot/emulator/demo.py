@@ -37,6 +37,7 @@ from bot.emulator.demo_journeys import (
 )
 from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import ScenarioReport, load_scenario, plan_steps, run_scenario
+from bot.outbox import runner as outbox_runner
 from bot.runtime import migrate as migrations
 from scrm.db import SessionFactory
 from scrm.models import Contact, CustomerGroup, FollowRelation, GroupMember, OutboxCommand, Tag
@@ -220,7 +221,7 @@ async def demo_main(
     scenario = load_scenario(scenario_path)
     clock = JumpingClock()
     known = KnownWarnings()
-    logging.getLogger("bot.outbox.dispatcher").addFilter(known)
+    logging.getLogger(outbox_runner.__name__).addFilter(known)  # where outbox outcomes are logged
     stack = LocalStack(
         scenario=scenario,
         database_url=database_url,
