@@ -45,7 +45,9 @@ async def test_a_broken_template_folder_is_reported_but_the_edge_stays_healthy(t
 
         path = folder / "silent_wakeup.yaml"
         path.write_text(path.read_text(encoding="utf-8").replace("steps:", "stpes:", 1), encoding="utf-8")
-        holder = app[RUNTIME_KEY].sop.holder
+        sop = app[RUNTIME_KEY].services.sop
+        assert sop is not None
+        holder = sop.holder
         holder.reload()  # what the process does by itself within check_every (2 s) of the edit
         (folder / "welcome" / "qr.j2").write_text("您好 {% if contact.name %}\n", encoding="utf-8")
         holder.reload()
