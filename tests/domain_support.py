@@ -13,6 +13,16 @@ from scrm.sop.services import SopServices
 from scrm.sop.source import load_folder
 
 SOP_DIR = Path("sop_templates")
+# an SOP folder whose only template sends the welcome of welcome/<channel>.j2
+WELCOME_ONLY_SOP = """
+id: welcome_only
+name: 欢迎语
+kind: contact
+trigger: {event: contact.added}
+steps:
+  - immediately: true
+    welcome: {by_channel: welcome}
+"""
 
 
 @functools.cache

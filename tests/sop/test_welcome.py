@@ -17,19 +17,11 @@ from scrm.sop.source import load_folder
 from scrm.sop.spec import Message, TemplateBundle
 from scrm.templating.compiled import CompiledBundles
 from scrm.templating.context import build_context
+from tests.domain_support import WELCOME_ONLY_SOP
 
 SHIPPED = Path(__file__).resolve().parents[2] / "sop_templates"
 MORNING = datetime(2024, 5, 1, 1, 30, tzinfo=UTC)  # 09:30 in Beijing
 EVENING = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # 20:00 in Beijing
-WELCOME_ONLY_SOP = """
-id: welcome_only
-name: 欢迎语
-kind: contact
-trigger: {event: contact.added}
-steps:
-  - immediately: true
-    welcome: {by_channel: welcome}
-"""
 
 
 def _context(state: str = "", now: datetime = MORNING, contact_name: str = "") -> dict[str, Any]:

@@ -13,21 +13,12 @@ from scrm.commands import CommandKind
 from scrm.db import SessionFactory, transaction
 from scrm.models import AuditLog, Contact, ContactTag, Corp, Dealer, FollowRelation, Staff
 from scrm.sync import contacts
-from tests.domain_support import sop_process_services
+from tests.domain_support import WELCOME_ONLY_SOP, sop_process_services
 from tests.sync.helpers import CORP, T0, commands, dump, rows
 
 SOP_DIR = Path(__file__).resolve().parents[2] / "sop_templates"
 EXT = "wmAAAAcustomer0001"
 STATE = "L1~q~BJ001~zhangsan"
-WELCOME_ONLY_SOP = """
-id: welcome_only
-name: 欢迎语
-kind: contact
-trigger: {event: contact.added}
-steps:
-  - immediately: true
-    welcome: {by_channel: welcome}
-"""
 
 
 @pytest.fixture
