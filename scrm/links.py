@@ -1,9 +1,17 @@
 """Tracked links: a link attachment's url goes out as ``{base}/l/{token}`` so a click counts as activity.
 
-The token carries the original url and who it was sent to, signed with HMAC-SHA256 (truncated to 16
-bytes): ``b64url(json {u, c, e, s}) + "." + b64url(mac)``, base64 without padding. Nothing is stored
-when a link is wrapped; the click handler (``bot.web.links``) verifies the token, records the click
-with :func:`record_click` and redirects. ``contact.silent`` counts from ``Contact.last_active_at``.
+The token carries the original url, the corp and who it was sent to, signed with HMAC-SHA256 (truncated to
+16 bytes): ``b64url(json {u, c, e, s}) + "." + b64url(mac)``, base64 without padding. Nothing is stored when a
+link is wrapped; the click handler (``bot.web.links``) verifies the token and its corp, records the click with
+:func:`record_click` and redirects. ``contact.silent`` counts from ``Contact.last_active_at``.
+
+Every click is kept (activity and a ``link.clicked`` audit row, which reports count), but for the score a
+contact's clicks of one link count once per :data:`CLICK_WINDOW`: a click is counted when the contact's last
+counted click of that link is at least ``CLICK_WINDOW`` older, and its ``click`` intent signal gets the ref
+``click:<contact+link digest>:<time of this click>``. The decision reads the last counted click in the click's
+own transaction, serialised per contact and link (a transaction-scoped advisory lock on PostgreSQL; on SQLite
+the click's first write already holds the database's one write lock), so racing clicks in any number of
+processes count once.
 """
 
 from __future__ import annotations
@@ -15,17 +23,17 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, update
-from sqlmodel import col
+from sqlalchemy import func, or_, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
 from scrm.errors import LianyiError
-from scrm.models import Contact
+from scrm.models import Contact, IntentSignal
 
 
 class LinkWrapper(Protocol):
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_CHARS = 2048
 MAC_BYTES = 16
 TRACKED_SCHEMES = frozenset({"http", "https"})
+CLICK_WINDOW = timedelta(minutes=10)  # repeated clicks of one link by one contact within it count once
 
 
 class LinkError(LianyiError):
@@ -124,8 +133,11 @@ class LinkSigner:
         return link
 
 
-async def record_click(session: AsyncSession, link: TrackedLink, at: datetime) -> None:
-    """Count a click as the contact's activity (``last_active_at`` never moves back) and audit it."""
+async def record_click(session: AsyncSession, link: TrackedLink, at: datetime) -> str | None:
+    """Count a click as the contact's activity (``last_active_at`` never moves back) and audit it; every click is
+    recorded. Returns the ref of the ``click`` intent signal this click is worth, or None when it is not counted
+    for the score (no contact in the token, or this contact's last counted click of this link is less than
+    :data:`CLICK_WINDOW` before ``at``; see the module docstring)."""
     await session.exec(
         update(Contact)
         .where(
@@ -144,3 +156,27 @@ async def record_click(session: AsyncSession, link: TrackedLink, at: datetime) -
         {"url": link.url, "source": link.source, "at": at.isoformat()},
         actor="customer",
     )
+    if not link.external_userid:
+        return None
+    return await _counted_click_ref(session, link, at)
+
+
+async def _counted_click_ref(session: AsyncSession, link: TrackedLink, at: datetime) -> str | None:
+    """The signal ref of a click to count, or None; the caller has already written in this transaction."""
+    digest = hashlib.sha256(f"{link.external_userid}\0{link.source}\0{link.url}".encode()).digest()
+    if session.get_bind().dialect.name == "postgresql":  # one decision at a time per contact and link
+        await session.exec(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
+    prefix = f"click:{digest.hex()[:16]}:"
+    last = (
+        await session.exec(
+            select(func.max(IntentSignal.at)).where(
+                IntentSignal.corp_id == link.corp_id,
+                IntentSignal.external_userid == link.external_userid,
+                IntentSignal.kind == "click",
+                col(IntentSignal.ref).startswith(prefix),
+            )
+        )
+    ).one()
+    if last is not None and at < last + CLICK_WINDOW:
+        return None
+    return f"{prefix}{at.astimezone(UTC):%Y%m%dT%H%M%S.%f}"

@@ -42,6 +42,6 @@ def create_app(
             IngestApi(settings, factory, services, now=rt.now).add_routes(app)
         LeadsApi(settings, factory, now=rt.now, leads=services.leads).add_routes(app)
     if services.links is not None:
-        add_link_routes(app, services.links, factory, rt.now, services=services)
+        add_link_routes(app, services.links, factory, rt.now, corp_id=settings.corp_id, services=services)
     add_health_routes(app, rt.health)
     return app

@@ -1,6 +1,8 @@
 """GET /l/{token} (and /r/{token}): count a tracked-link click, then send the customer on to the original url.
 
-A click is also an intent signal (``click``) for the contact's lead score when the services are given.
+A click is also an intent signal (``click``) for the contact's lead score when the services are given, once per
+contact and link within ``scrm.links.CLICK_WINDOW`` (every click is still recorded for reports). A token signed
+for another corp than this deployment's gets the same 404 page as a forged one and records nothing.
 A valid token always redirects, even when the click cannot be recorded (the customer must reach the
 page; the failure is logged). HEAD requests (link previews, crawlers) redirect without counting.
 """
@@ -17,7 +19,7 @@ from aiohttp import web
 from bot.settings import ContentSettings
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_behaviour
-from scrm.links import LinkError, LinkSigner, TrackedLink, record_click
+from scrm.links import LinkError, LinkSigner, record_click
 from scrm.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,26 +33,23 @@ INVALID_LINK_PAGE = """<!doctype html>
 """
 
 
-def click_ref(link: TrackedLink, at: datetime) -> str:
-    """One intent signal per link per contact per minute: a double tap or a preview refetch counts once."""
-    digest = hashlib.sha256(f"{link.source}\0{link.url}".encode()).hexdigest()[:16]
-    return f"click:{digest}:{at:%Y%m%d%H%M}"
-
-
 def add_link_routes(
     app: web.Application,
     signer: LinkSigner,
     session_factory: SessionFactory,
     now: Callable[[], datetime],
     *,
+    corp_id: str,
     services: Services | None = None,
 ) -> None:
-    """Register ``GET /l/{token}`` on ``app``; ``now`` is the clock clicks are stamped with. With ``services`` a
-    click is also an intent signal for the contact's score."""
+    """Register ``GET /l/{token}`` on ``app`` for links of ``corp_id``; ``now`` is the clock clicks are stamped
+    with. With ``services`` a counted click is also an intent signal for the contact's score."""
 
     async def follow_link(request: web.Request) -> web.StreamResponse:
         try:
             link = signer.unwrap(request.match_info["token"])
+            if link.corp_id != corp_id:
+                raise LinkError("another corp's link")
         except LinkError as exc:
             log.info("invalid tracked link", extra={"reason": exc.reason})
             return web.Response(status=404, text=INVALID_LINK_PAGE, content_type="text/html", charset="utf-8")
@@ -58,14 +57,14 @@ def add_link_routes(
             try:
                 at = now()
                 async with write_transaction(session_factory) as session:
-                    await record_click(session, link, at)
-                    if services is not None and link.external_userid:
+                    ref = await record_click(session, link, at)
+                    if services is not None and ref is not None:
                         await on_behaviour(
                             session,
                             link.corp_id,
                             link.external_userid,
                             kind="click",
-                            ref=click_ref(link, at),
+                            ref=ref,
                             at=at,
                             detail={"url": link.url, "source": link.source},
                             intent=services.intent,

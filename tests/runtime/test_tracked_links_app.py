@@ -3,22 +3,29 @@ contact and redirects; without it the route does not exist and links are sent as
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from bot.runtime.app import RUNTIME_KEY, create_app
-from bot.runtime.assembly import Role
+from bot.runtime.assembly import Role, Runtime
 from bot.web.links import link_signer
 from scrm.db import write_transaction
-from scrm.models import Contact, IntentSignal, Message
+from scrm.models import AuditLog, Contact, IntentSignal, Message
 from scrm.rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, create_sqlite_database, make_settings
 
+LinkClient = TestClient[web.Request, web.Application]
 
-async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path) -> None:
+
+@asynccontextmanager
+async def serving_link(tmp_path: Path, corp_id: str, ext: str) -> AsyncIterator[tuple[LinkClient, Runtime, str]]:
+    """The app (corp TEST_CORP_ID) with ``ext`` a contact of ``corp_id``, and the path of a link sent to them."""
     url = await create_sqlite_database(tmp_path / "links.db")
     settings = make_settings(database_url=url, public_url="https://scrm.example.com")
     signer = link_signer(settings)
@@ -27,16 +34,19 @@ async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path
     async with TestClient(TestServer(app)) as client:
         runtime = app[RUNTIME_KEY]
         async with write_transaction(runtime.session_factory) as session:
-            await ensure_corp(session, TEST_CORP_ID)
-            session.add(Contact(corp_id=TEST_CORP_ID, external_userid="wmLINK"))
-        tracked = signer.wrap(
-            "https://m.example.com/book", corp_id=TEST_CORP_ID, external_userid="wmLINK", source="sop:x"
-        )
+            await ensure_corp(session, corp_id)
+            session.add(Contact(corp_id=corp_id, external_userid=ext))
+        tracked = signer.wrap("https://m.example.com/book", corp_id=corp_id, external_userid=ext, source="sop:x")
         assert tracked.startswith("https://scrm.example.com/l/")
+        yield client, runtime, tracked.removeprefix("https://scrm.example.com")
+
+
+async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path) -> None:
+    async with serving_link(tmp_path, TEST_CORP_ID, "wmLINK") as (client, runtime, path):
         before = datetime.now(UTC)
-        response = await client.get(tracked.removeprefix("https://scrm.example.com"), allow_redirects=False)
+        response = await client.get(path, allow_redirects=False)
         assert response.status == 302 and response.headers["Location"] == "https://m.example.com/book"
-        forged = await client.get(tracked.removeprefix("https://scrm.example.com")[:-2] + "xx", allow_redirects=False)
+        forged = await client.get(path[:-2] + "xx", allow_redirects=False)
         assert forged.status == 404 and "链接无效" in await forged.text()
         async with runtime.session_factory() as session:
             contact = (await session.exec(select(Contact).where(Contact.external_userid == "wmLINK"))).one()
@@ -46,6 +56,18 @@ async def test_a_click_on_a_tracked_link_marks_the_contact_active(tmp_path: Path
         assert [(s.external_userid, s.detail) for s in signals] == [
             ("wmLINK", {"url": "https://m.example.com/book", "source": "sop:x"})
         ]
+
+
+async def test_a_link_of_another_corp_is_refused(tmp_path: Path) -> None:
+    async with serving_link(tmp_path, "wwanothercorp", "wmTHEIRS") as (client, runtime, path):
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 404 and "链接无效" in await response.text()
+        assert "Location" not in response.headers
+        async with runtime.session_factory() as session:
+            contact = (await session.exec(select(Contact).where(Contact.external_userid == "wmTHEIRS"))).one()
+            assert contact.last_active_at is None
+            assert (await session.exec(select(IntentSignal))).all() == []
+            assert (await session.exec(select(AuditLog).where(AuditLog.action == "link.clicked"))).all() == []
 
 
 async def test_without_a_public_url_there_is_no_link_route(tmp_path: Path) -> None:

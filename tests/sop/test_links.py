@@ -173,7 +173,7 @@ async def start() -> AsyncIterator[Started]:
 
     async def run(factory: SessionFactory, now: Callable[[], datetime]) -> LinkClient:
         app = web.Application()
-        add_link_routes(app, SIGNER, factory, now)
+        add_link_routes(app, SIGNER, factory, now, corp_id=CORP)
         client: LinkClient = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
