@@ -5,13 +5,15 @@ Python's :mod:`json` recurses once per nested array or object and raises ``Recur
 the depth is measured *before* parsing, without recursion: strings are cut out with one regular expression (a JSON
 string cannot span a line), everything but brackets is deleted, and the running depth is a prefix sum — all of it
 C-speed over the bytes, 15–50 ms per MiB. A body deeper than allowed is refused without ever reaching the parser;
-the size is bounded earlier, by :func:`bot.edge.body.read_body`. Every refusal is a :class:`JsonRefused` with a
+the size is bounded earlier, by :func:`bot.edge.body.read_body`. A parsed value is then walked for what JSON allows
+but no database here stores (NUL, lone surrogates, NaN/Infinity). Every refusal is a :class:`JsonRefused` with a
 short code and a reason in Chinese and English; nothing here raises anything else.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from itertools import accumulate, count
@@ -24,6 +26,8 @@ _STRING = re.compile(rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"?')
 _OPEN, _CLOSE = 2, 0  # each bracket becomes one byte: depth after k brackets = (sum of the first k) - k
 _BRACKET_STEPS = bytes.maketrans(b"[{]}", bytes([_OPEN, _OPEN, _CLOSE, _CLOSE]))
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Text no database here can store: NUL (PostgreSQL refuses it) and lone surrogates (not encodable as UTF-8).
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
 class JsonRefused(LianyiError):
@@ -55,14 +59,16 @@ def check_json_depth(document: bytes, max_depth: int, *, what: str = "body") -> 
 
 def load_bounded_json(document: bytes | str, max_depth: int, *, what: str = "body") -> Any:
     """The value of a UTF-8 JSON ``document`` nested at most ``max_depth`` deep; :class:`JsonRefused` otherwise
-    (``json_too_deep``, ``not_utf8``, ``bad_json``)."""
+    (``json_too_deep``, ``not_utf8``, ``bad_json``, ``unstorable_json``)."""
     raw = document.encode("utf-8", "surrogatepass") if isinstance(document, str) else document
     check_json_depth(raw, max_depth, what=what)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise JsonRefused("not_utf8", "请求体不是 UTF-8 编码", f"{what} is not UTF-8") from None
-    return parse_json(text, what=what)
+    value = parse_json(text, what=what)
+    require_storable(value, what=what)
+    return value
 
 
 def parse_json(text: str, *, what: str = "body") -> Any:
@@ -77,6 +83,32 @@ def parse_json(text: str, *, what: str = "body") -> Any:
         ) from None
     except ValueError as exc:
         raise unparsable(exc, what=what) from None
+
+
+def require_storable(value: Any, *, what: str = "body") -> None:
+    """Refuse (``unstorable_json``) a parsed value holding what JSON allows but storage does not: a NUL character
+    or a lone surrogate (``\\u0000``, ``\\ud800``) in a string or key, or NaN/Infinity (also ``1e400``). The walk
+    uses its own stack, not recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and _UNSTORABLE_CHARACTER.search(item):
+            raise JsonRefused(
+                "unstorable_json",
+                "JSON 字符串含无法保存的字符（NUL 或不成对的代理字符）",
+                f"{what} holds a string with a NUL character or a lone surrogate",
+            )
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise JsonRefused(
+                "unstorable_json",
+                "JSON 含 NaN 或无穷大的数字",
+                f"{what} holds a number that is NaN or infinite",
+            )
 
 
 def unparsable(exc: ValueError, *, what: str = "body") -> JsonRefused:

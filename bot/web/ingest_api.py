@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.edge.body import BodyTooLarge, read_body
-from bot.edge.bounded_json import JsonRefused, check_json_depth, unparsable
+from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable, unparsable
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.errors import LianyiError
@@ -135,6 +135,7 @@ class IngestApi:
             check_json_depth(body, MAX_JSON_DEPTH)
             document = body.decode("utf-8")
             records = load_records(document)
+            require_storable([record for _, record in records])
         except JsonRefused as exc:
             raise IngestRefused(400, exc.code, exc.zh, exc.en) from None
         except UnicodeDecodeError:

@@ -11,7 +11,7 @@ layer over :mod:`scrm.leads.actions`:
 Authentication: ``Authorization: Bearer <staff token>`` (:mod:`scrm.leads.staff_tokens`) of an active staff
 member; 401 otherwise. Bodies are JSON objects of at most 64 KiB (413) nested at most ``MAX_JSON_DEPTH`` deep (measured
 before parsing; 400 ``json_too_deep``). Errors are ``{"error": code, "message": 中文}``, plus ``"message_en"`` for
-a body nested too deep.
+a body nested too deep (``json_too_deep``) or holding what cannot be stored (``unstorable_json``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from aiohttp import web
 from sqlmodel import select
 
 from bot.edge.body import BodyTooLarge, read_body
-from bot.edge.bounded_json import JsonRefused, check_json_depth
+from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable
 from bot.settings import Settings
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
 from bot.web.links import link_secret
@@ -231,7 +231,7 @@ def _lead_id(request: web.Request) -> int:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object ({} for an empty body), at most ``MAX_BODY_BYTES`` and ``MAX_JSON_DEPTH`` deep;
-    :class:`JsonRefused` for one nested deeper."""
+    :class:`JsonRefused` for one nested deeper or holding what cannot be stored (NUL, NaN, …)."""
     try:
         raw = (await read_body(request, MAX_BODY_BYTES)).strip()
     except BodyTooLarge:
@@ -245,4 +245,5 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise LeadActionError("bad_json", "请求体不是有效的 JSON", 400) from None
     if not isinstance(body, dict):
         raise LeadActionError("bad_json", "请求体应为 JSON 对象", 400)
+    require_storable(body)
     return body

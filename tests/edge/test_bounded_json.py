@@ -70,3 +70,24 @@ def test_malformed_documents_are_one_refusal(document: bytes, code: str, zh_star
     assert refused.value.code == code
     assert refused.value.zh.startswith(zh_start)
     assert refused.value.en.startswith("body is not")
+
+
+@pytest.mark.parametrize(
+    ("document", "en"),
+    [
+        (b'{"a": NaN}', "body holds a number that is NaN or infinite"),
+        (b"[-Infinity]", "body holds a number that is NaN or infinite"),
+        (b"[1e400]", "body holds a number that is NaN or infinite"),  # parsed as inf
+        (b'["a\\u0000b"]', "body holds a string with a NUL character or a lone surrogate"),
+        (b'{"\\ud800": 1}', "body holds a string with a NUL character or a lone surrogate"),
+        (b'[{"x": ["\\udfff"]}]', "body holds a string with a NUL character or a lone surrogate"),
+    ],
+)
+def test_values_no_database_can_store_are_refused(document: bytes, en: str) -> None:
+    with pytest.raises(JsonRefused) as refused:
+        load_bounded_json(document, 8)
+    assert (refused.value.code, refused.value.en) == ("unstorable_json", en)
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted() -> None:
+    assert load_bounded_json(b'["\\ud83d\\ude97 \\u8bd5\\u9a7e", 1.5e3]', 8) == ["🚗 试驾", 1500.0]

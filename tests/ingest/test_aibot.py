@@ -116,6 +116,9 @@ async def test_signed_message_nested_too_deep_is_400_and_at_the_limit_stored(
         caplog.clear()
         assert await sender.post(*_signed(f'{head}, "extra": {nested}}}')) == 400
         assert _refusal_reasons(caplog) == ["json_too_deep"]
+    caplog.clear()
+    assert await sender.post(*_signed(f'{head}, "extra": "NUL \\u0000"}}')) == 400  # PostgreSQL stores no NUL
+    assert _refusal_reasons(caplog) == ["unstorable_json"]
     at_limit = "[" * (MESSAGE_MAX_DEPTH - 1) + "]" * (MESSAGE_MAX_DEPTH - 1)
     assert await sender.post(*_signed(f'{head}, "extra": {at_limit}}}')) == 200
     assert [m.msgid for m in await _messages(session_factory)] == ["m-deep"]

@@ -107,6 +107,9 @@ async def test_malformed_or_oversize_json_is_refused_with_a_reason(
         (b'[{"msgid": "x",', 400, "invalid_record"),  # the existing refusal of JSON the parser rejects, with its line
         (b"[" + b"9" * 5000 + b"]", 400, "bad_json"),  # past Python's 4,300-digit integer limit: a ValueError
         (b'{"ref": "\xff"}', 400, "not_utf8"),
+        (b'[{"msgid": "n", "text": "a\\u0000b", "ref": "r\\u0000"}]', 400, "unstorable_json"),  # PostgreSQL: no NUL
+        (b'[{"msgid": "s", "text": "\\ud800", "ref": "\\udfff"}]', 400, "unstorable_json"),  # not UTF-8 encodable
+        (b'[{"msgid": "f", "payload": {"v": NaN}, "detail": {"v": 1e400}}]', 400, "unstorable_json"),
         (b"[" + b'"x",' * (BODY_LIMIT // 4) + b"1]", 413, "body_too_large"),
     ):
         refused, answer = await _post(http, base_url + path, body)

@@ -251,6 +251,13 @@ async def test_json_nested_too_deep_is_400_before_parsing_and_changes_nothing(ap
         400,
         {"error": "bad_json", "message": "请求体不是有效的 JSON"},
     )
+    nul, nan = b'{"action": "book", "reason": "budget", "note": "a\\u0000"}', b'{"action": "book", "n": NaN}'
+    for body, what in (
+        (nul, "a string with a NUL character or a lone surrogate"),
+        (nan, "a number that is NaN or infinite"),
+    ):
+        status, answer = await api.post(f"/api/leads/{lead}/{route}", "a1", data=body)
+        assert (status, answer["error"], answer["message_en"]) == (400, "unstorable_json", f"body holds {what}")
     assert (await api.status("a1"), len(await events(api.factory, lead))) == ("assigned", history)
 
 
