@@ -137,12 +137,10 @@ def aibot_message(message: Mapping[str, Any], *, sender_is_staff: bool, now: dat
     msgtype = str(message.get("msgtype") or "text")
     chat_type = "group" if message.get("chattype") == "group" else "single"
     sender = _sender(message)
-    created = message.get("create_time")
-    sent_at = datetime.fromtimestamp(int(created), UTC) if isinstance(created, int | float) else now
     return IncomingMessage(
         source="aibot",
         msgid=str(message["msgid"]),
-        sent_at=sent_at,
+        sent_at=_sent_at(message.get("create_time"), now),
         chat_type=chat_type,
         chat_id=str(message.get("chatid") or "") if chat_type == "group" else "",
         external_userid="" if sender_is_staff else sender,
@@ -152,6 +150,16 @@ def aibot_message(message: Mapping[str, Any], *, sender_is_staff: bool, now: dat
         text=_text_of(message, msgtype),
         payload=dict(message),
     )
+
+
+def _sent_at(created: Any, now: datetime) -> datetime:
+    """``create_time`` (epoch seconds) when it is one a datetime can hold, else the time of receipt."""
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        try:
+            return datetime.fromtimestamp(int(created), UTC)
+        except (OverflowError, OSError, ValueError):
+            log.warning("aibot create_time out of range; using the time of receipt", extra={"create_time": created})
+    return now
 
 
 def _sender(message: Mapping[str, Any]) -> str:

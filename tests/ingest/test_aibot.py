@@ -122,3 +122,17 @@ async def test_signed_message_nested_too_deep_is_400_and_at_the_limit_stored(
     at_limit = "[" * (MESSAGE_MAX_DEPTH - 1) + "]" * (MESSAGE_MAX_DEPTH - 1)
     assert await sender.post(*_signed(f'{head}, "extra": {at_limit}}}')) == 200
     assert [m.msgid for m in await _messages(session_factory)] == ["m-deep"]
+
+
+async def test_a_create_time_out_of_range_is_the_time_of_receipt(
+    sender: AiBotSender, session_factory: SessionFactory
+) -> None:
+    received_from = int(utcnow().timestamp())  # whole seconds: a database may keep no more
+    for n, created in enumerate((10**20, -(10**15), 1_765_000_000)):
+        message = aibot_text_message(aibotid="aib1", userid="wmGuest1", text="在吗", msgid=f"t{n}")
+        assert await sender.send({**message, "create_time": created}) == 200
+    received_until = utcnow().timestamp()
+    rows = await _messages(session_factory)
+    assert [r.msgid for r in rows] == ["t0", "t1", "t2"]
+    assert rows[2].sent_at.timestamp() == 1_765_000_000
+    assert all(received_from <= r.sent_at.timestamp() <= received_until for r in rows[:2])
