@@ -10,12 +10,14 @@ for new customer messages) and answered with an empty 200: the bot does not repl
 refreshes and events carry no new words and are only acknowledged.
 
 Order of checks for a POST: size (413) → JSON body with ``encrypt`` (400) → signature (403) → timestamp
-window (403) → decrypt + receive id (400/403) → JSON message with msgid (400) → store.
+window (403) → decrypt + receive id (400/403) → JSON message with msgid (400) → store. The signature covers the
+``encrypt`` field, so the envelope must be parsed before it can be checked: that parse is bounded to
+``ENVELOPE_MAX_DEPTH`` levels (the envelope is one flat object) within ``LIANYI_MAX_BODY_BYTES``, measured before
+the parser runs (:mod:`bot.edge.bounded_json`); the decrypted message to ``MESSAGE_MAX_DEPTH``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import select
 
+from bot.edge.bounded_json import JsonRefused, load_bounded_json
 from bot.edge.callback import GET_PARAMS, POST_PARAMS, CallbackRefused, authenticate, decrypt, read_callback_body
 from bot.edge.crypto import CallbackCrypto
 from bot.settings import Settings
@@ -39,6 +42,8 @@ AIBOT_PATH = "/wecom/aibot"
 AIBOT_RECEIVE_ID = ""
 STORED_MSGTYPES = frozenset({"text", "mixed", "image", "voice", "file"})
 _CUSTOMER_ID_PREFIXES = ("wm", "wo")  # external_userid of a WeChat customer
+ENVELOPE_MAX_DEPTH = 2  # {"encrypt": "…"} is depth 1; one level of slack for a field WeCom may add
+MESSAGE_MAX_DEPTH = 16  # the deepest known message (mixed.msg_item[].text.content) is depth 4
 
 
 class AiBotEndpoint:
@@ -72,11 +77,11 @@ class AiBotEndpoint:
     async def accept(self, query: Mapping[str, str], body: bytes) -> bool:
         """Verify, decrypt and store one POST; True when a new message was stored."""
         sig, timestamp, nonce = _require(query, POST_PARAMS)
-        encrypt = _json_object(body, "malformed_body", "body").get("encrypt")
+        encrypt = _json_object(body, ENVELOPE_MAX_DEPTH, "body").get("encrypt")
         if not isinstance(encrypt, str) or not encrypt:
             raise CallbackRefused(400, "missing_encrypt", 'body has no "encrypt" string')
         self._authenticate(sig, timestamp, nonce, encrypt)
-        message = _json_object(self._decrypt(encrypt), "malformed_message", "decrypted message")
+        message = _json_object(self._decrypt(encrypt), MESSAGE_MAX_DEPTH, "decrypted message")
         msgid = message.get("msgid")
         if not isinstance(msgid, str) or not msgid:
             raise CallbackRefused(400, "missing_msgid", "decrypted message has no msgid")
@@ -132,12 +137,10 @@ def aibot_message(message: Mapping[str, Any], *, sender_is_staff: bool, now: dat
     msgtype = str(message.get("msgtype") or "text")
     chat_type = "group" if message.get("chattype") == "group" else "single"
     sender = _sender(message)
-    created = message.get("create_time")
-    sent_at = datetime.fromtimestamp(int(created), UTC) if isinstance(created, int | float) else now
     return IncomingMessage(
         source="aibot",
         msgid=str(message["msgid"]),
-        sent_at=sent_at,
+        sent_at=_sent_at(message.get("create_time"), now),
         chat_type=chat_type,
         chat_id=str(message.get("chatid") or "") if chat_type == "group" else "",
         external_userid="" if sender_is_staff else sender,
@@ -147,6 +150,16 @@ def aibot_message(message: Mapping[str, Any], *, sender_is_staff: bool, now: dat
         text=_text_of(message, msgtype),
         payload=dict(message),
     )
+
+
+def _sent_at(created: Any, now: datetime) -> datetime:
+    """``create_time`` (epoch seconds) when it is one a datetime can hold, else the time of receipt."""
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        try:
+            return datetime.fromtimestamp(int(created), UTC)
+        except (OverflowError, OSError, ValueError):
+            log.warning("aibot create_time out of range; using the time of receipt", extra={"create_time": created})
+    return now
 
 
 def _sender(message: Mapping[str, Any]) -> str:
@@ -178,13 +191,15 @@ def _require(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
     return values
 
 
-def _json_object(document: str | bytes, reason: str, what: str) -> dict[str, Any]:
+def _json_object(document: str | bytes, max_depth: int, what: str) -> dict[str, Any]:
+    """A JSON object at most ``max_depth`` deep; 400 with the refusal's code (``json_too_deep``, ``bad_json``,
+    ``not_utf8``, ``not_object``) otherwise."""
     try:
-        value = json.loads(document)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CallbackRefused(400, reason, f"{what} is not JSON: {exc}") from None
+        value = load_bounded_json(document, max_depth, what=what)
+    except JsonRefused as exc:
+        raise CallbackRefused(400, exc.code, exc.en) from None
     if not isinstance(value, dict):
-        raise CallbackRefused(400, reason, f"{what} is not a JSON object")
+        raise CallbackRefused(400, "not_object", f"{what} is not a JSON object")
     return value
 
 

@@ -6,8 +6,9 @@
   for the lead score; answers ``{"received", "accepted"}``.
 
 Both take a JSON array or JSON lines, at most ``MAX_RECORDS`` records and ``LIANYI_INGEST_MAX_BODY_BYTES``
-bytes, with ``Authorization: Bearer <LIANYI_INGEST_TOKEN>`` (compared in constant time). A request is all or
-nothing: every record is validated before the first is stored, and they are stored in one transaction.
+bytes, nested at most ``MAX_JSON_DEPTH`` deep (measured before parsing; deeper → 400 ``json_too_deep``), with
+``Authorization: Bearer <LIANYI_INGEST_TOKEN>`` (compared in constant time). A request is all or nothing: every
+record is validated before the first is stored, and they are stored in one transaction.
 Errors are JSON ``{"error": code, "message": 中文, "message_en": English, "line"?: n}``.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.edge.body import BodyTooLarge, read_body
+from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable, unparsable
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
 from scrm.errors import LianyiError
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 MESSAGES_PATH = "/ingest/messages"
 BEHAVIOURS_PATH = "/ingest/behaviours"
 MAX_RECORDS = 5000
+MAX_JSON_DEPTH = 32  # the array, the record, and 30 levels inside a record's fields
 
 
 class IngestRefused(LianyiError):
@@ -129,10 +132,17 @@ class IngestApi:
         self._authenticate(request.headers.get("Authorization", ""))
         body = await _read_body(request, self._settings.ingest_max_body_bytes)
         try:
+            check_json_depth(body, MAX_JSON_DEPTH)
             document = body.decode("utf-8")
+            records = load_records(document)
+            require_storable([record for _, record in records])
+        except JsonRefused as exc:
+            raise IngestRefused(400, exc.code, exc.zh, exc.en) from None
         except UnicodeDecodeError:
             raise IngestRefused(400, "not_utf8", "请求体不是 UTF-8 编码", "body is not UTF-8") from None
-        records = load_records(document)
+        except ValueError as exc:  # json's own, not a JSONDecodeError: an integer past Python's 4,300 digits
+            refused = unparsable(exc)
+            raise IngestRefused(400, refused.code, refused.zh, refused.en) from None
         if not records:
             raise IngestRefused(400, "empty", "请求体中没有记录", "the body holds no records")
         if len(records) > MAX_RECORDS:

@@ -9,7 +9,9 @@ layer over :mod:`scrm.leads.actions`:
   ``/lost/reject {"note"}``, ``/reassign {"advisor_userid"?}`` (operators may reassign too).
 
 Authentication: ``Authorization: Bearer <staff token>`` (:mod:`scrm.leads.staff_tokens`) of an active staff
-member; 401 otherwise. Bodies are JSON objects of at most 64 KiB. Errors are ``{"error": code, "message": 中文}``.
+member; 401 otherwise. Bodies are JSON objects of at most 64 KiB (413) nested at most ``MAX_JSON_DEPTH`` deep (measured
+before parsing; 400 ``json_too_deep``). Errors are ``{"error": code, "message": 中文}``, plus ``"message_en"`` for
+a body nested too deep (``json_too_deep``) or holding what cannot be stored (``unstorable_json``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiohttp import web
 from sqlmodel import select
 
 from bot.edge.body import BodyTooLarge, read_body
+from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable
 from bot.settings import Settings
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
 from bot.web.links import link_secret
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/leads"
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8  # every body is one flat object today
 DEFAULT_REPORT_DAYS = 30
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -53,9 +57,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+def _error(status: int, code: str, message: str, message_en: str | None = None) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="lianyi-leads"'} if status == 401 else None
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers, dumps=_dumps)
+    body = {"error": code, "message": message} | ({"message_en": message_en} if message_en else {})
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 def _str_field(body: dict[str, Any], name: str, *, required: bool = False) -> str:
@@ -129,6 +134,8 @@ class LeadsApi:
                 return await handler(request, staff)
             except LeadActionError as exc:
                 return _error(exc.http_status, exc.code, exc.message_zh)
+            except JsonRefused as exc:
+                return _error(400, exc.code, exc.zh, exc.en)
 
         return guarded
 
@@ -223,17 +230,20 @@ def _lead_id(request: web.Request) -> int:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object ({} for an empty body), at most ``MAX_BODY_BYTES``."""
+    """The request's JSON object ({} for an empty body), at most ``MAX_BODY_BYTES`` and ``MAX_JSON_DEPTH`` deep;
+    :class:`JsonRefused` for one nested deeper or holding what cannot be stored (NUL, NaN, …)."""
     try:
         raw = (await read_body(request, MAX_BODY_BYTES)).strip()
     except BodyTooLarge:
         raise LeadActionError("body_too_large", f"请求体超过 {MAX_BODY_BYTES} 字节", 413) from None
     if not raw:
         return {}
+    check_json_depth(raw, MAX_JSON_DEPTH)  # before parsing: json.loads recurses per level
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError):  # ValueError also covers an integer past Python's 4,300 digits
         raise LeadActionError("bad_json", "请求体不是有效的 JSON", 400) from None
     if not isinstance(body, dict):
         raise LeadActionError("bad_json", "请求体应为 JSON 对象", 400)
+    require_storable(body)
     return body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlmodel import col, select
 
-from bot.edge.aibot import AiBotEndpoint
+from bot.edge.aibot import ENVELOPE_MAX_DEPTH, MESSAGE_MAX_DEPTH, AiBotEndpoint
+from bot.edge.crypto import CallbackCrypto
 from bot.emulator.aibot_sender import AiBotSender, aibot_text_message
 from bot.settings import Settings
 from scrm.db import SessionFactory
@@ -63,3 +65,74 @@ async def test_forged_signature_and_bad_json_are_refused(sender: AiBotSender, se
     forged = AiBotSender(sender.url, "OtherToken", TEST_AES_KEY, http=sender._http)
     assert await forged.send(aibot_text_message(aibotid="aib1", userid="wmGuest1", text="多少钱")) == 403
     assert await _messages(session_factory) == []
+
+
+def _signed(plaintext: str, **envelope: object) -> tuple[dict[str, str], bytes]:
+    """A correctly signed callback whose decrypted message is ``plaintext`` as given (no json.dumps of it)."""
+    timestamp, nonce = str(int(time.time())), "20261207"
+    encrypt, signature = CallbackCrypto(AIBOT_TOKEN, TEST_AES_KEY, "").encrypt(
+        plaintext, nonce=nonce, timestamp=timestamp
+    )
+    params = {"msg_signature": signature, "timestamp": timestamp, "nonce": nonce}
+    return params, json.dumps({"encrypt": encrypt, **envelope}).encode()
+
+
+def _refusal_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
+    reasons = [str(getattr(r, "reason", "")) for r in caplog.records if r.name == "bot.edge.aibot"]
+    caplog.clear()
+    return reasons
+
+
+async def test_deep_or_oversize_json_is_400_before_the_signature_and_harms_nothing(
+    sender: AiBotSender, session_factory: SessionFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await sender.send(aibot_text_message(aibotid="aib1", userid="wmGuest1", text="首条", msgid="m1")) == 200
+    params, _ = sender.build(aibot_text_message(aibotid="aib1", userid="wmGuest1", text="多少钱"))
+    caplog.clear()
+    deep_arrays, deep_objects = b"[" * 2000 + b"]" * 2000, b'{"a":' * 2000 + b"1" + b"}" * 2000
+    for body in (deep_arrays, deep_objects, b'{"encrypt": "x", "a": [[1]]}'):  # the last is one over the limit
+        assert await sender.post(params, body) == 400
+    assert _refusal_reasons(caplog) == ["json_too_deep"] * 3
+    assert await sender.post(params, b'{"encrypt": "' + b"A" * 70_000 + b'"}') == 413
+    assert await sender.post(params, b'{"encrypt": 1' + b"0" * 5000 + b"}") == 400
+    assert await sender.post(params, b"[1]") == 400
+    assert _refusal_reasons(caplog) == ["body_too_large", "bad_json", "not_object"]
+    assert [m.msgid for m in await _messages(session_factory)] == ["m1"]
+
+
+async def test_envelope_at_its_depth_limit_is_accepted(sender: AiBotSender, session_factory: SessionFactory) -> None:
+    message = aibot_text_message(aibotid="aib1", userid="wmGuest1", text="有现车吗", msgid="m-envelope")
+    assert ENVELOPE_MAX_DEPTH == 2
+    assert await sender.post(*_signed(json.dumps(message), extra={"a": 1})) == 200
+    assert [m.msgid for m in await _messages(session_factory)] == ["m-envelope"]
+
+
+async def test_signed_message_nested_too_deep_is_400_and_at_the_limit_stored(
+    sender: AiBotSender, session_factory: SessionFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = json.dumps(aibot_text_message(aibotid="aib1", userid="wmGuest1", text="试驾", msgid="m-deep"))[:-1]
+    for depth in (2000, MESSAGE_MAX_DEPTH + 1):  # the message object itself is one level
+        nested = "[" * (depth - 1) + "]" * (depth - 1)
+        caplog.clear()
+        assert await sender.post(*_signed(f'{head}, "extra": {nested}}}')) == 400
+        assert _refusal_reasons(caplog) == ["json_too_deep"]
+    caplog.clear()
+    assert await sender.post(*_signed(f'{head}, "extra": "NUL \\u0000"}}')) == 400  # PostgreSQL stores no NUL
+    assert _refusal_reasons(caplog) == ["unstorable_json"]
+    at_limit = "[" * (MESSAGE_MAX_DEPTH - 1) + "]" * (MESSAGE_MAX_DEPTH - 1)
+    assert await sender.post(*_signed(f'{head}, "extra": {at_limit}}}')) == 200
+    assert [m.msgid for m in await _messages(session_factory)] == ["m-deep"]
+
+
+async def test_a_create_time_out_of_range_is_the_time_of_receipt(
+    sender: AiBotSender, session_factory: SessionFactory
+) -> None:
+    received_from = int(utcnow().timestamp())  # whole seconds: a database may keep no more
+    for n, created in enumerate((10**20, -(10**15), 1_765_000_000)):
+        message = aibot_text_message(aibotid="aib1", userid="wmGuest1", text="在吗", msgid=f"t{n}")
+        assert await sender.send({**message, "create_time": created}) == 200
+    received_until = utcnow().timestamp()
+    rows = await _messages(session_factory)
+    assert [r.msgid for r in rows] == ["t0", "t1", "t2"]
+    assert rows[2].sent_at.timestamp() == 1_765_000_000
+    assert all(received_from <= r.sent_at.timestamp() <= received_until for r in rows[:2])

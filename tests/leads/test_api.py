@@ -15,13 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.runtime.app import create_app
 from bot.runtime.assembly import Role
-from bot.web.leads_api import LeadsApi, staff_token_secret
+from bot.web.leads_api import MAX_JSON_DEPTH, LeadsApi, staff_token_secret
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads.services import LeadServices
 from scrm.leads.staff_tokens import derive_secret, issue
 from scrm.models import Lead
 from tests.conftest import make_settings
-from tests.leads.action_support import CORP, T0, Network, add_lead, get_lead, lead_services, seed_network
+from tests.leads.action_support import CORP, T0, Network, add_lead, events, get_lead, lead_services, seed_network
 
 SETTINGS = make_settings(corp_id=CORP)
 
@@ -225,6 +225,48 @@ async def test_bad_bodies_are_refused(api: Api) -> None:
     assert (status, body["error"]) == (400, "bad_reason")
     assert "无效线索（空号、同行、误加）（fake）" in body["message"]
     assert await api.status("a1") == "assigned"
+
+
+@pytest.mark.parametrize("route", ["accept", "test-drive", "lost", "lost/reject", "reassign"])
+async def test_json_nested_too_deep_is_400_before_parsing_and_changes_nothing(api: Api, route: str) -> None:
+    lead = api.leads["a1"]
+    history = len(await events(api.factory, lead))
+    over = b'{"action": "book", "reason": "budget", "x": ' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"}"
+    for body, depth in (
+        (b"[" * 2000 + b"]" * 2000, 2000),
+        (b'{"a":' * 2000 + b"1" + b"}" * 2000, 2000),
+        (b"{" * 2000, 2000),
+        (over, MAX_JSON_DEPTH + 1),
+    ):
+        assert await api.post(f"/api/leads/{lead}/{route}", "a1", data=body) == (
+            400,
+            {
+                "error": "json_too_deep",
+                "message": f"JSON 嵌套过深：{depth} 层，最多 {MAX_JSON_DEPTH} 层",
+                "message_en": f"body nests JSON {depth} deep; at most {MAX_JSON_DEPTH} levels are accepted",
+            },
+        )
+    huge_number = b'{"action": "book", "n": ' + b"9" * 5000 + b"}"
+    assert await api.post(f"/api/leads/{lead}/{route}", "a1", data=huge_number) == (
+        400,
+        {"error": "bad_json", "message": "请求体不是有效的 JSON"},
+    )
+    nul, nan = b'{"action": "book", "reason": "budget", "note": "a\\u0000"}', b'{"action": "book", "n": NaN}'
+    for body, what in (
+        (nul, "a string with a NUL character or a lone surrogate"),
+        (nan, "a number that is NaN or infinite"),
+    ):
+        status, answer = await api.post(f"/api/leads/{lead}/{route}", "a1", data=body)
+        assert (status, answer["error"], answer["message_en"]) == (400, "unstorable_json", f"body holds {what}")
+    assert (await api.status("a1"), len(await events(api.factory, lead))) == ("assigned", history)
+
+
+async def test_json_at_the_depth_limit_is_accepted(api: Api) -> None:
+    inner = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)  # inside the body object: MAX_JSON_DEPTH in all
+    base = f"/api/leads/{api.leads['a1']}"
+    assert (await api.post(base + "/accept", "a1", data=f'{{"x": {inner}}}'))[0] == 200
+    status, body = await api.post(base + "/test-drive", "a1", data=f'{{"action": "book", "x": {inner}}}')
+    assert (status, body["lead"]["status"]) == (200, "test_drive_booked")
 
 
 async def test_lost_request_approval_and_rejection(api: Api) -> None:
