@@ -28,7 +28,15 @@ from aiohttp import web
 from sqlmodel import select
 
 from bot.edge.bounded_json import JsonRefused, load_bounded_json
-from bot.edge.callback import GET_PARAMS, POST_PARAMS, CallbackRefused, authenticate, decrypt, read_callback_body
+from bot.edge.callback import (
+    GET_PARAMS,
+    POST_PARAMS,
+    CallbackRefused,
+    authenticate,
+    decrypt,
+    read_callback_body,
+    require_params,
+)
 from bot.edge.crypto import CallbackCrypto
 from bot.settings import Settings
 from scrm.db import SessionFactory, write_transaction
@@ -70,13 +78,13 @@ class AiBotEndpoint:
     # ---- transport-free core ------------------------------------------------------------------------
 
     def verify_url(self, query: Mapping[str, str]) -> str:
-        sig, timestamp, nonce, echostr = _require(query, GET_PARAMS)
+        sig, timestamp, nonce, echostr = require_params(query, GET_PARAMS)
         self._authenticate(sig, timestamp, nonce, echostr)
         return self._decrypt(echostr)
 
     async def accept(self, query: Mapping[str, str], body: bytes) -> bool:
         """Verify, decrypt and store one POST; True when a new message was stored."""
-        sig, timestamp, nonce = _require(query, POST_PARAMS)
+        sig, timestamp, nonce = require_params(query, POST_PARAMS)
         encrypt = _json_object(body, ENVELOPE_MAX_DEPTH, "body").get("encrypt")
         if not isinstance(encrypt, str) or not encrypt:
             raise CallbackRefused(400, "missing_encrypt", 'body has no "encrypt" string')
@@ -181,14 +189,6 @@ def _text_of(message: Mapping[str, Any], msgtype: str) -> str:
         ]
         return "\n".join(p for p in parts if p)
     return ""
-
-
-def _require(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
-    values = [query.get(name, "") for name in names]
-    missing = [name for name, value in zip(names, values, strict=True) if not value]
-    if missing:
-        raise CallbackRefused(400, "missing_parameters", f"missing query parameters: {', '.join(missing)}")
-    return values
 
 
 def _json_object(document: str | bytes, max_depth: int, what: str) -> dict[str, Any]:

@@ -96,13 +96,13 @@ class CallbackEdge:
 
     def verify_url(self, query: Mapping[str, str]) -> str:
         """The URL check (GET): return the decrypted echostr, which is the whole reply."""
-        sig, timestamp, nonce, echostr = _require(query, GET_PARAMS)
+        sig, timestamp, nonce, echostr = require_params(query, GET_PARAMS)
         self._authenticate(sig, timestamp, nonce, echostr)
         return self._decrypt(echostr)
 
     async def accept(self, query: Mapping[str, str], body: bytes) -> Accepted:
         """A callback POST whose body was read within the size limit: verify it and put it in the inbox."""
-        sig, timestamp, nonce = _require(query, POST_PARAMS)
+        sig, timestamp, nonce = require_params(query, POST_PARAMS)
         outer = _parse(body, "malformed_outer_xml", "outer XML")
         encrypt = outer.get("Encrypt")
         if not isinstance(encrypt, str) or not encrypt:
@@ -194,7 +194,8 @@ def _event_counter(event_type: str) -> Counter:
     return CALLBACK_EVENTS.labels(event_type=event_type)
 
 
-def _require(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+def require_params(query: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+    """The named query parameters of a WeCom callback, or a 400 naming the missing ones."""
     values = [query.get(name, "") for name in names]
     missing = [name for name, value in zip(names, values, strict=True) if not value]
     if missing:
