@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from scrm.models.accounts import User, UserRole
 from scrm.models.campaigns import (
     BatchStatus,
     Campaign,
@@ -89,5 +90,7 @@ __all__ = [
     "TagGroup",
     "TargetStatus",
     "TransferStatus",
+    "User",
+    "UserRole",
     "metadata",
 ]
