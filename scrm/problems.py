@@ -47,6 +47,7 @@ CODES: Mapping[str, str] = {
     "SOP026": "tags.yaml problem",
     "SOP027": "intent.yaml problem",
     "SOP028": "handoff.yaml problem",
+    "SOP029": "template over its render budget (loop steps, output size, text built, time)",
 }
 
 # pydantic error type (built-in, or the codes raised by scrm.sop.spec) → problem code; anything else: SOP004
@@ -81,6 +82,7 @@ RENDER_ERROR_CODES: Mapping[str, str] = {
     "missing_file": "SOP019",
     "empty_message": "SOP024",
     "render_error": "SOP011",
+    "over_budget": "SOP029",
 }
 
 

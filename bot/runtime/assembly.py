@@ -35,7 +35,7 @@ from bot.runtime.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.runtime.router import HandlerContext, Router
 from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
 from bot.runtime.services import build_services
-from bot.runtime.sop_wiring import sop_ticks
+from bot.runtime.sop_wiring import load_templates, reload_templates, sop_ticks
 from bot.runtime.worker import Worker
 from bot.settings import Settings
 from bot.web.health import template_status, watch_templates
@@ -108,6 +108,9 @@ class Runtime:
     async def start(self) -> None:
         """Open the WeCom client and start the loops of this process's roles."""
         s = self.settings
+        if self.services.sop is not None:  # off the event loop: loading checks (renders) every template
+            await load_templates(self.services.sop.holder)
+            self._spawn("sop-templates", reload_templates(self.services.sop.holder, self._stop))
         self.http = aiohttp.ClientSession()
         self.client = build_wecom_client(s, self.http, self.redis)
         if Role.DISPATCHER in self.roles:

@@ -1,12 +1,16 @@
-"""The SOP engine's leader-only ticks inside a Lianyi process: due steps, schedules, the silence scan."""
+"""The SOP engine inside a Lianyi process: the leader-only ticks (due steps, schedules, the silence scan) and the
+hot reload of the SOP folder, which runs in a worker thread so no template can stall the event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import datetime
 
 from bot.runtime.scheduler import TickSpec
 from scrm.db import SessionFactory
+from scrm.sop.catalog import CatalogHolder
 from scrm.sop.schedules import run_schedules, run_silence_scan
 from scrm.sop.services import SopServices
 from scrm.sop.ticks import run_due, sweep_retired
@@ -34,3 +38,23 @@ def sop_ticks(
             log.info("silent contacts enrolled", extra={"count": started})
 
     return [TickSpec("sop_due_steps", every, due_steps), TickSpec("sop_silence", SILENCE_SCAN_SECONDS, silence)]
+
+
+async def load_templates(holder: CatalogHolder) -> None:
+    """The first load of the SOP folder, in a worker thread; from now on only :func:`reload_templates` reloads."""
+    holder.watch_in_background()
+    await holder.refresh()
+
+
+async def reload_templates(holder: CatalogHolder, stop: asyncio.Event) -> None:
+    """Look at the SOP folder every ``holder.check_every`` seconds until ``stop``; a changed folder is loaded and
+    checked in a worker thread (:meth:`CatalogHolder.refresh`), while the loop keeps serving callbacks."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=holder.check_every)
+        if stop.is_set():
+            return
+        try:
+            await holder.refresh()
+        except Exception:  # a reload that fails unexpectedly keeps the last good templates, and the watch
+            log.exception("SOP folder reload failed; keeping the last good templates")

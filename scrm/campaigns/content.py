@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.campaigns.spec import TEXT_MAX_BYTES, CampaignContent, canonical_json
 from scrm.errors import DomainError
 from scrm.links import LinkWrapper
 from scrm.templating.compiled import run_failure, syntax_error
 from scrm.templating.context import SAMPLE_CONTEXT, install_filters, link_attachment
+from scrm.templating.sandbox import BudgetedSandbox
 
 
 class CampaignRenderError(DomainError):
@@ -40,8 +40,8 @@ class RenderedContent:
     fingerprint: str  # sha256 of text + attachments (before link tracking, which is the same per batch)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+def _environment() -> BudgetedSandbox:
+    env = BudgetedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     install_filters(env)
     return env
 

@@ -2,7 +2,8 @@
 
 Every process (worker, scheduler…) holds one :class:`CatalogHolder` per SOP folder. :meth:`CatalogHolder.current`
 looks at the folder's fingerprint (every file's path, size and mtime) at most every ``check_every`` seconds;
-when it changed, the whole folder is loaded and checked again (:func:`scrm.sop.check.check_folder`). Only a
+when it changed, the whole folder is loaded and checked again (:func:`scrm.sop.check.check_folder`; in a process
+with an event loop, in a worker thread: :meth:`CatalogHolder.refresh`). Only a
 folder without a single problem replaces the running catalog — all of it at once, never half-loaded. An
 invalid edit keeps the last good catalog running; the problems are logged (one line each, with
 ``file:line:col code``) and kept on :attr:`CatalogHolder.problems` for ``/healthz`` and the console;
@@ -15,8 +16,10 @@ templates that merely failed to load (only a good catalog can say a template was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,8 +98,22 @@ def folder_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(entries))
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What the holder runs and reports, replaced whole by a reload (read safely from any thread)."""
+
+    catalog: Catalog
+    problems: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()  # "file:line:col CODE" of each problem
+
+
 class CatalogHolder:
-    """The running catalog of one SOP folder, reloaded when the folder changes (see the module docstring)."""
+    """The running catalog of one SOP folder, reloaded when the folder changes (see the module docstring).
+
+    Loading and checking a folder renders every message (a bounded but real cost), so a process with an event loop
+    calls :meth:`watch_in_background` and runs :meth:`refresh` (the reload in a worker thread) from a task every
+    ``check_every`` seconds: :meth:`current` then only reads the running catalog and never blocks the loop. Without
+    it (the CLI, dry runs), :meth:`current` reloads in line, at most every ``check_every`` seconds."""
 
     def __init__(
         self,
@@ -112,39 +129,58 @@ class CatalogHolder:
         self.rule_files = tuple(rule_files)
         self.check_every = check_every
         self._clock = clock
-        self._catalog = Catalog(ok=False)
+        self._loaded = _Loaded(Catalog(ok=False))
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self._checked_at: float | None = None
-        self.problems: list[str] = []
-        self._heads: list[str] = []  # "file:line:col CODE" of each problem
+        self._background = False
+        self._reloading = threading.Lock()  # one reload at a time (a worker thread, or the caller's)
 
     @classmethod
     def fixed(cls, catalog: Catalog) -> CatalogHolder:
         """A holder that always returns ``catalog`` and never looks at a folder (dry runs, tests)."""
         holder = cls(Path("."), check_every=float("inf"))
-        holder._catalog = catalog
+        holder._loaded = _Loaded(catalog)
         holder._checked_at = 0.0
         return holder
 
+    @property
+    def problems(self) -> list[str]:
+        """The problems of the folder as last looked at (``file:line:col code message``; empty when good)."""
+        return list(self._loaded.problems)
+
+    def watch_in_background(self) -> None:
+        """From now on :meth:`current` never reloads: the caller runs :meth:`refresh` periodically."""
+        self._background = True
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """:meth:`reload` in a worker thread, so no template, however costly, holds up the event loop."""
+        return await asyncio.to_thread(self.reload, force=force)
+
     def current(self) -> Catalog:
-        now = self._clock()
-        if self._checked_at is None or now - self._checked_at >= self.check_every:
-            self._checked_at = now
-            self.reload()
-        return self._catalog
+        if not self._background:
+            now = self._clock()
+            if self._checked_at is None or now - self._checked_at >= self.check_every:
+                self._checked_at = now
+                self.reload()
+        return self._loaded.catalog
 
     def reload(self, *, force: bool = False) -> bool:
         """Load the folder again if it changed (or ``force``); True when a new catalog is now running."""
+        with self._reloading:
+            return self._reload(force)
+
+    def _reload(self, force: bool) -> bool:
         fingerprint = folder_fingerprint(self.directory)
         if not force and fingerprint == self._fingerprint:
             return False
+        running = self._loaded.catalog
         try:
             loaded = load_folder(self.directory)
             checked = check_loaded(loaded, self.directory, rule_files=self.rule_files)
         except OSError as exc:
             self._fingerprint = fingerprint
-            self.problems = [f"{self.directory}: 无法读取 SOP 目录（{exc.strerror or exc}）"]
-            self._heads = [f"{self.directory}:1:1 {UNREADABLE_FOLDER_CODE}"]
+            problem = f"{self.directory}: 无法读取 SOP 目录（{exc.strerror or exc}）"
+            self._loaded = _Loaded(running, (problem,), (f"{self.directory}:1:1 {UNREADABLE_FOLDER_CODE}",))
             log.error("SOP folder cannot be read; keeping the last good templates: %s", exc)
             return False
         if folder_fingerprint(self.directory) != fingerprint:  # edited while we read it: look again next time
@@ -152,20 +188,16 @@ class CatalogHolder:
         self._fingerprint = fingerprint
         found = checked or loaded.problems
         if found:
-            self.problems = [str(p) for p in found]
-            self._heads = [f"{self._shown(p.path)}:{p.line}:{p.col} {p.code}" for p in found]
-            for line in self.problems:
+            heads = tuple(f"{self._shown(p.path)}:{p.line}:{p.col} {p.code}" for p in found)
+            self._loaded = _Loaded(running, tuple(str(p) for p in found), heads)
+            for line in self._loaded.problems:
                 log.error("SOP folder has a problem; keeping the last good templates: %s", line)
             return False
-        self.problems = []
-        self._heads = []
-        self._catalog = Catalog(
-            bundles=dict(loaded.bundles),
-            policy=loaded.policy,
-            ok=True,
-            generation=self._catalog.generation + 1,
+        catalog = Catalog(
+            bundles=dict(loaded.bundles), policy=loaded.policy, ok=True, generation=running.generation + 1
         )
-        if not self._catalog.has_welcome_step():
+        self._loaded = _Loaded(catalog)
+        if not catalog.has_welcome_step():
             log.warning("no enabled contact.added template has a welcome step: new customers get no welcome")
         log.info(
             "SOP templates loaded",
@@ -179,9 +211,10 @@ class CatalogHolder:
 
     def health(self) -> TemplateHealth:
         """The templates' state, after looking at the folder (at most every ``check_every`` seconds)."""
-        catalog = self.current()
-        running = "none" if not catalog.ok else "last_good" if self.problems else "current"
-        return TemplateHealth(len(self.problems), self._heads[0] if self._heads else "", running)
+        self.current()
+        loaded = self._loaded
+        running = "none" if not loaded.catalog.ok else "last_good" if loaded.problems else "current"
+        return TemplateHealth(len(loaded.problems), loaded.heads[0] if loaded.heads else "", running)
 
     def _shown(self, path: str) -> str:
         try:

@@ -1,7 +1,8 @@
 """Rendering SOP messages: a template bundle's Jinja2 text, its attachments and its ``when`` expressions.
 
-Each bundle gets one sandboxed environment (:class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`,
-:class:`~jinja2.StrictUndefined`, no autoescape) over its message files; compiled templates are cached per
+Each bundle gets one sandboxed environment (:class:`~scrm.templating.sandbox.BudgetedSandbox`,
+:class:`~jinja2.StrictUndefined`, no autoescape; every render and ``when`` within the budget of
+:mod:`scrm.templating.budget`) over its message files; compiled templates are cached per
 bundle version, so an edited template is compiled again and an unchanged one never is. Includes resolve
 against the including file's folder first (``{% include "_greeting.j2" %}`` inside ``welcome/qr.j2`` is
 ``welcome/_greeting.j2``), then from the SOP folder root.
@@ -32,6 +33,7 @@ from jinja2 import (
 from scrm.links import LinkWrapper
 from scrm.sop.spec import AdvisorTask, Attachment, Message, TemplateBundle
 from scrm.spec_fields import ATTACHMENTS_MAX
+from scrm.templating.budget import render_budget
 from scrm.templating.compiled import (
     CompiledBundle,
     CompiledBundles,
@@ -210,7 +212,8 @@ class SopRenderer:
         """The truth of a step's ``when`` expression. Raises :class:`SopRenderError`."""
         function = self._compiled.expression(expr)
         try:
-            return bool(function(**context))
+            with render_budget():
+                return bool(function(**context))
         except Exception as exc:
             raise run_failure(exc, None, self._compiled.files) from exc
 

@@ -18,12 +18,12 @@ from jinja2.sandbox import (
     UNSAFE_FUNCTION_ATTRIBUTES,
     UNSAFE_GENERATOR_ATTRIBUTES,
     UNSAFE_METHOD_ATTRIBUTES,
-    ImmutableSandboxedEnvironment,
 )
 
 from scrm.problems import did_you_mean
 from scrm.spec_fields import ATTACHMENTS_MAX
 from scrm.templating.context import SAMPLE_NOW, VARIABLE_KEYS, VARIABLES, install_filters
+from scrm.templating.sandbox import BudgetedSandbox
 from scrm.templating.syntax import explain
 
 ATTACH_FUNCTIONS = frozenset({"attach_link", "attach_image", "attach_miniprogram"})
@@ -42,8 +42,8 @@ Finding = tuple[int, str, str]  # template line, code, message
 PlacedFinding = tuple[int, int, str, str]  # template line, column, code, message
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+def _environment() -> BudgetedSandbox:
+    env = BudgetedSandbox(undefined=StrictUndefined, autoescape=False)
     install_filters(env)
     return env
 

@@ -22,14 +22,15 @@ from jinja2 import (
     UndefinedError,
 )
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scrm.errors import DomainError
+from scrm.templating.budget import RenderBudgetExceeded
 from scrm.templating.context import install_filters
+from scrm.templating.sandbox import BudgetedSandbox
 from scrm.templating.syntax import explain
 
 log = logging.getLogger(__name__)
-_PLAIN = ImmutableSandboxedEnvironment()  # for locating a syntax error when no environment is given
+_PLAIN = BudgetedSandbox()  # for locating a syntax error when no environment is given
 
 INLINE = "<inline>"  # the code filename of inline text, so tracebacks tell it from files
 BUNDLE_CACHE_SIZE = 128
@@ -53,7 +54,7 @@ class TemplateFiles(Protocol):
 
 class SopRenderError(DomainError):
     """A message could not be rendered. ``code`` is stable: jinja_syntax, undefined_variable, unsafe_template,
-    render_error, text_too_long, empty_message, missing_file, too_many_attachments."""
+    render_error, text_too_long, empty_message, missing_file, too_many_attachments, over_budget."""
 
     def __init__(
         self, code: str, message_cn: str, file: str | None = None, line: int | None = None, *, loc: Loc = ()
@@ -71,7 +72,7 @@ class SopRenderError(DomainError):
         return SopRenderError(self.code, self.message_cn, self.file, self.line, loc=(*prefix, *self.loc))
 
 
-class BundleEnvironment(ImmutableSandboxedEnvironment):
+class BundleEnvironment(BudgetedSandbox):
     def join_path(self, template: str, parent: str) -> str:
         folder = posixpath.dirname(parent)
         if folder and isinstance(self.loader, BundleLoader):
@@ -227,6 +228,8 @@ def run_failure(exc: Exception, file: str | None, files: Mapping[str, str]) -> S
         return syntax_error(exc, file)
     where = _position(exc.__traceback__, files)
     name, line = (where[0], where[1]) if where else (file, None)
+    if isinstance(exc, RenderBudgetExceeded):
+        return SopRenderError("over_budget", exc.text(), name, line)
     if isinstance(exc, SecurityError):
         return SopRenderError("unsafe_template", f"模板访问了不安全的内容，已拒绝：{exc}", name, line)
     if isinstance(exc, UndefinedError):

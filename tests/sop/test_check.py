@@ -191,6 +191,14 @@ BROKEN: list[tuple[str, dict[str, str], list[str]]] = [
         ["handoff.yaml:2:39 SOP028"],
     ),
     ("bad_handoff_timezone", {"t.yaml": BASE, "handoff.yaml": "timezone: Mars/Olympus\n"}, ["handoff.yaml:1:1 SOP028"]),
+    (
+        "loop_over_render_budget",
+        {
+            "t.yaml": BASE.replace("text: 您好", "file: bomb.j2"),
+            "bomb.j2": "您好\n{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        },
+        ["bomb.j2:2:1 SOP029"],
+    ),
 ]
 
 
