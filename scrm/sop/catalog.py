@@ -148,6 +148,11 @@ class CatalogHolder:
         """The problems of the folder as last looked at (``file:line:col code message``; empty when good)."""
         return list(self._loaded.problems)
 
+    @property
+    def reloads_in_background(self) -> bool:
+        """True once :meth:`watch_in_background` was called: :meth:`current` no longer reloads."""
+        return self._background
+
     def watch_in_background(self) -> None:
         """From now on :meth:`current` never reloads: the caller runs :meth:`refresh` periodically."""
         self._background = True
