@@ -41,7 +41,8 @@ SOP026  tags.yaml problem
 SOP027  intent.yaml problem (YAML, schema, regex, unknown intent code; :func:`scrm.intent.rules.load_rules`)
 SOP028  handoff.yaml problem (YAML, schema, levels, ladders, time zone; :func:`scrm.leads.rules.load_handoff_rules`)
 SOP029  template over its render budget (:mod:`scrm.templating.budget`): more than 10000 loop iterations, range
-        numbers and calls, output over 16384 characters, text bombs (``"x" * 10000000``), over 0.25 s
+        numbers, calls and items filters walk, output over 16384 characters, text bombs (``"x" * 10000000``),
+        over 0.5 s
 ======  ===========================================================================================
 """
 

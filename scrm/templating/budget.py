@@ -7,7 +7,8 @@ runs under a :class:`RenderBudget` (:func:`render_budget`); the sandbox (:mod:`s
 it:
 
 * **steps** (:data:`STEPS_MAX`): every item a ``{% for %}`` loop takes from its iterable (filtered-out items
-  too, recursive ``loop(...)`` calls too), every number ``range()`` produces and every call the template makes;
+  too, recursive ``loop(...)`` calls too), every number ``range()`` produces, every call the template makes, every
+  item a filter such as ``sort`` or ``map`` walks, and every 8 characters ``urlize`` or ``wordwrap`` work through;
 * **output** (:data:`OUTPUT_MAX_CHARS`): the characters the render returns, counted as they stream out, so the
   render stops at the chunk that crosses the limit (WeCom takes 4000 bytes of text anyway);
 * **text built** (:data:`BUILT_MAX_CHARS`): every string the template builds on the way (``{% set %}`` blocks,
@@ -30,8 +31,8 @@ from typing import Any, Protocol, cast
 
 STEPS_MAX = 10_000
 OUTPUT_MAX_CHARS = 16_384
-BUILT_MAX_CHARS = 1_048_576
-RENDER_SECONDS_MAX = 0.25
+BUILT_MAX_CHARS = 131_072
+RENDER_SECONDS_MAX = 0.5
 INTEGER_BITS_MAX = 4_096  # ``**`` and ``*`` on integers: no number longer than this (a 1233-digit number)
 
 

@@ -34,6 +34,14 @@ from scrm.templating.budget import (
 )
 
 COUNTED = "counted"  # the environment method every for loop iterates through
+# filters that walk their value item by item in Python: every item is a step
+ITERATING_FILTERS = frozenset(
+    {"list", "sort", "map", "select", "reject", "selectattr", "rejectattr", "unique", "groupby", "batch", "slice"}
+    | {"sum", "min", "max", "join"}
+)
+# filters that work through their text in Python (words, links, lines): a step per TEXT_CHARS_PER_STEP characters
+TEXT_FILTERS = frozenset({"urlize", "wordwrap", "title", "wordcount", "pprint", "striptags"})
+TEXT_CHARS_PER_STEP = 8
 _FORMAT_WIDTH = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _BRACE_FIELD = re.compile(r"\{[^{}]*\}")
 
@@ -141,13 +149,19 @@ def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: Mapp
 
 
 def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` (a Jinja2 filter) with its size arguments checked and its text result spent."""
+    """``function`` (a Jinja2 filter) spending steps for the items or text it walks, with its size arguments
+    checked and its text result spent."""
     skip = 2 if getattr(function, "jinja_pass_arg", None) is not None else 1  # context, then the value
 
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         value, rest = (args[skip - 1] if len(args) >= skip else None), args[skip:]
         _check_numbers(rest, kwargs)
+        if name in ITERATING_FILTERS and value is not None:
+            value = counted(value)
+            args = (*args[: skip - 1], value, *rest)
+        elif name in TEXT_FILTERS and isinstance(value, str):
+            spend_steps(len(value) // TEXT_CHARS_PER_STEP)
         if name == "join" and value is not None:
             items = list(value)
             _check_join(rest[0] if rest else kwargs.get("d", ""), items)

@@ -112,7 +112,8 @@ def test_checking_a_huge_constant_does_not_compute_it() -> None:
     [
         (NESTED, "模板执行步数超过上限"),
         ("{% for i in [1, 2] recursive %}{{ loop([1, 2]) }}{% endfor %}", ""),
-        ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}", "步数"),
+        # 2⁴¹ macro calls: stopped at the 10001st call, or at the deadline on a machine too busy to make 10000 calls
+        ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}", "步数|秒"),
         ('{{ "x" * 10000000 }}', "中间文本"),
         ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "中间文本"),
         (
@@ -124,7 +125,9 @@ def test_checking_a_huge_constant_does_not_compute_it() -> None:
         ("{{ 'x'.ljust(1000000000) }}", "中间文本"),
         ("{{ '{:>1000000000}'.format(1) }}", "中间文本"),
         ("{{ '%1000000000d' % 1 }}", "中间文本"),
-        ("{{ ('x' * 100000) | join('y' * 10000) }}", "中间文本"),
+        ("{{ ('x' * 5000) | join('y' * 1000) }}", "中间文本"),
+        ("{% set s = 'x' * 100000 %}{{ s | list | sort | first }}", "步数"),
+        ("{% set s = 'ab http://x.cn ' * 8000 %}{{ s | urlize | length }}", "步数"),
         ("{{ ('z' * 100) | replace('', 'y' * 100000) }}", "中间文本"),
         ("{{ ('z' * 1000).replace('', 'y' * 10000) }}", "中间文本"),
         ("{{ 3 ** 100000 }}", "数字过大"),
@@ -137,7 +140,7 @@ def test_a_bomb_is_refused_with_its_file(bomb: str, expected: str) -> None:
         assert (error.code, error.file) == ("render_error", "bomb.j2")
         return
     assert (error.code, error.file, error.line) == ("over_budget", "bomb.j2", 1)
-    assert expected in error.message_cn and "render budget:" in error.message_cn
+    assert any(word in error.message_cn for word in expected.split("|")) and "render budget:" in error.message_cn
 
 
 def test_the_output_bomb_names_the_line_that_crossed_the_limit() -> None:
