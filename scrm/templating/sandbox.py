@@ -42,6 +42,9 @@ ITERATING_FILTERS = frozenset(
 # filters that work through their text in Python (words, links, lines): a step per TEXT_CHARS_PER_STEP characters
 TEXT_FILTERS = frozenset({"urlize", "wordwrap", "title", "wordcount", "pprint", "striptags"})
 TEXT_CHARS_PER_STEP = 8
+# filters and string methods whose number arguments are sizes (widths, counts): none may exceed BUILT_MAX_CHARS
+SIZED_FILTERS = frozenset({"center", "indent", "truncate", "wordwrap", "batch", "slice", "format"})
+SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _FORMAT_WIDTH = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _BRACE_FIELD = re.compile(r"\{[^{}]*\}")
 
@@ -135,7 +138,8 @@ def _check_replace(text: Any, old: Any, new: Any) -> None:
 
 def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
     """Size a method call on a string before it runs; returns the arguments to use (a join's items listed)."""
-    _check_numbers(args, kwargs)
+    if name in SIZED_METHODS:
+        _check_numbers(args, kwargs)
     if name == "join" and args:
         items = list(args[0])
         _check_join(owner, items)
@@ -156,7 +160,8 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         value, rest = (args[skip - 1] if len(args) >= skip else None), args[skip:]
-        _check_numbers(rest, kwargs)
+        if name in SIZED_FILTERS:
+            _check_numbers(rest, kwargs)
         if name in ITERATING_FILTERS and value is not None:
             value = counted(value)
             args = (*args[: skip - 1], value, *rest)
@@ -169,7 +174,7 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
         elif name == "replace" and len(rest) >= 2:
             _check_replace(value, rest[0], rest[1])
         elif name == "format" and isinstance(value, str):
-            _check_widths(value, _FORMAT_WIDTH)
+            _check_widths(value, _FORMAT_WIDTH)  # a "*" width takes its number from the arguments checked above
         result = function(*args, **kwargs)
         if isinstance(result, str):
             spend_built(len(result))
@@ -221,7 +226,8 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             spend_built(len(left) + len(right))
         elif operator == "%" and isinstance(left, str):
             _check_widths(left, _FORMAT_WIDTH)
-            _check_numbers(right if isinstance(right, tuple) else (right,), {})
+            if "*" in left:  # "%*d": the width is one of the values
+                _check_numbers(right if isinstance(right, tuple) else (right,), {})
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:

@@ -125,6 +125,8 @@ def test_checking_a_huge_constant_does_not_compute_it() -> None:
         ("{{ 'x'.ljust(1000000000) }}", "中间文本"),
         ("{{ '{:>1000000000}'.format(1) }}", "中间文本"),
         ("{{ '%1000000000d' % 1 }}", "中间文本"),
+        ("{{ '%*d' % (1000000000, 1) }}", "中间文本"),
+        ("{{ '%*d' | format(1000000000, 1) }}", "中间文本"),
         ("{{ ('x' * 5000) | join('y' * 1000) }}", "中间文本"),
         ("{% set s = 'x' * 100000 %}{{ s | list | sort | first }}", "步数"),
         ("{% set s = 'ab http://x.cn ' * 8000 %}{{ s | urlize | length }}", "步数"),
@@ -166,11 +168,12 @@ def test_normal_templates_render_exactly_as_before() -> None:
         "{% for tag in ['a', 'b', 'c'] %}{{ loop.index }}{{ tag }}{% if not loop.last %},{% endif %}{% endfor %} "
         "{{ 'a' ~ 'b' }} {{ 2 * 3 }} {{ 2 ** 10 }} {{ [1] + [2] }} {{ 'ab' | upper | center(6) }} {{ '%03d' % 7 }} "
         "{{ '{:>3}'.format(1) }} {{ 'x' * 3 }} {{ ['a', 'b'] | join('-') }} "
-        "{% set s %}{{ contact.name }}{% endset %}{{ s }}"
+        "{% set s %}{{ contact.name }}{% endset %}{{ s }} {{ '%d' % 12345678901 }} {{ none | default(2000000, true) }} "
+        "{{ 'abc'.count('b', 0, 10000000) }}"
     )
     rendered = SopRenderer(_bundle({"bomb.j2": text})).render(Message(file="bomb.j2"), SAMPLE_CONTEXT)
     name = SAMPLE_CONTEXT["contact"]["name"]
-    assert rendered.text == f"1a,2b,3c ab 6 1024 [1, 2]   AB   007   1 xxx a-b {name}"
+    assert rendered.text == f"1a,2b,3c ab 6 1024 [1, 2]   AB   007   1 xxx a-b {name} 12345678901 2000000 1"
 
 
 def test_a_render_past_its_deadline_stops_at_the_next_step() -> None:
