@@ -47,6 +47,8 @@ SIZED_FILTERS = frozenset({"center", "indent", "truncate", "wordwrap", "batch", 
 SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _FORMAT_WIDTH = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _BRACE_FIELD = re.compile(r"\{[^{}]*\}")
+_FORMAT_SPEC = re.compile(r":.*")
+_NESTED_FIELD = re.compile(r"\{[^{}]*\{")  # "{:{}}": the width is one of the arguments
 
 
 class BudgetedCodeGenerator(CodeGenerator):
@@ -148,7 +150,10 @@ def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: Mapp
         _check_replace(owner, args[0], args[1])
     if name in ("format", "format_map"):
         for field in _BRACE_FIELD.finditer(owner):
-            _check_widths(field.group(0), re.compile(r":.*"))
+            _check_widths(field.group(0), _FORMAT_SPEC)
+        if _NESTED_FIELD.search(owner):
+            mapped = [value for arg in args if isinstance(arg, Mapping) for value in arg.values()]
+            _check_numbers((*args, *mapped), kwargs)
     return args
 
 
