@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 VOLATILE = ("--appendonly", "no", "--save", "")  # how the machine's Redis runs (SERVICES.md)
 AOF_EVERYSEC = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
 AOF_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")

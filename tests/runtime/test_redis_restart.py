@@ -169,3 +169,33 @@ async def _persistence_goes_and_comes_back(stack: LocalStack, admin: aioredis.Re
         assert (await driver.send(during)).status == 200  # WeCom's retry is taken now
         assert (await stack.runtime.health())["inbox_persistence"] == "ok"
         assert await stack.runtime.inbox.backlog() == 2
+
+
+async def test_a_redis_restarted_without_persistence_is_refused_after_a_failed_put(
+    servers: RedisServers, tmp_path: Path
+) -> None:
+    """The periodic check is an hour away here: the put that failed while Redis was down triggers the re-check."""
+    server = await servers(AOF_EVERYSEC)
+    stack = _edge_stack(
+        await create_sqlite_database(tmp_path / "lianyi.db"), server, redis_durability_check_seconds=3600
+    )
+    async with stack:
+        guard = stack.runtime.durability
+        assert guard is not None and guard.problem is None
+        staff = sorted(u for u, s in stack.state.staff.items() if s.has_contact_permission)
+        driver = stack.driver(retries=1)
+        first, second = (stack.state.add_contact(staff[0], f"{PREFIX}{n}", name=f"客户{n}") for n in ("a", "b"))
+        assert (await driver.send(first)).status == 200
+
+        await server.kill()
+        server.config = VOLATILE  # it comes back on the same port, keeping nothing
+        assert (await driver.send(second)).status == 503  # Redis is down
+        await server.start()
+        async with asyncio.timeout(30):
+            while True:  # re-checked every second while refusing
+                if guard.definite and guard.problem is not None:
+                    break
+                await asyncio.sleep(0.05)
+        assert 'save ""' in guard.problem
+        assert (await driver.send(second)).status == 503  # never acknowledged into the Redis that keeps nothing
+        assert await stack.runtime.inbox.backlog() == 0
