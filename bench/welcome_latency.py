@@ -215,6 +215,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "database_url": db_url,
             "redis_url": args.redis_url,
             "redis_prefix": prefix,
+            "redis_accept_volatile": "true",  # a benchmark on the machine's Redis, which keeps nothing on disk
             "api_rate_per_minute": "10000",
             "sop_dir": str(SOP_DIR),
             "log_level": "WARNING",

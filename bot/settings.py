@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     )
     ingest_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest ingest request body accepted"
+    )
+    inbox_backend: Literal["auto", "sql"] = Field(
+        default="auto", description="auto = Redis Streams when LIANYI_REDIS_URL is set, else SQL; sql = always SQL"
+    )
+    redis_accept_volatile: bool = Field(
+        default=False, description="Run the edge on a Redis inbox that does not persist (tests, demo): callbacks lost"
+    )
+    redis_durability_check_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often the edge re-checks that the Redis inbox persists"
     )
 
     @field_validator("ingest_token")

@@ -176,6 +176,8 @@ def make_settings(**overrides: Any) -> Settings:
         "log_json": False,
     }
     values.update(overrides)
+    if values["redis_url"] == REDIS_URL:  # the machine's Redis keeps nothing on disk (SERVICES.md): accept it
+        values.setdefault("redis_accept_volatile", True)
     return load_settings(**values)
 
 

@@ -41,7 +41,12 @@ def serve_command(roles: str, host: str | None, port: int | None) -> None:
             raise click.ClickException(
                 f"database is at {current or 'empty'}, code expects {head}: run `lianyi migrate`"
             )
+    from bot.inbox.durability import InboxNotDurable
+
     app = create_app(settings, role_set)
-    web.run_app(
-        app, host=host or settings.host, port=settings.port if port is None else port, print=None, access_log=None
-    )
+    try:
+        web.run_app(
+            app, host=host or settings.host, port=settings.port if port is None else port, print=None, access_log=None
+        )
+    except InboxNotDurable as exc:  # already logged in English by the runtime
+        raise click.ClickException(exc.message_zh) from None

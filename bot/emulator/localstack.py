@@ -55,6 +55,9 @@ class LocalStack:
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     # one clock for the emulator and the runtime (e.g. a VirtualClock a test moves by days); None = wall clock
     clock: VirtualClock | None = None
+    # The stack talks to an emulator, never to WeCom: no real callback is lost if its (test or demo) Redis keeps
+    # nothing on disk, so by default the edge accepts such a Redis (LIANYI_REDIS_ACCEPT_VOLATILE).
+    accept_volatile_redis: bool = True
     state: EmulatorState = field(init=False)
     emulator: RunningEmulator = field(init=False)
     settings: Settings = field(init=False)
@@ -89,6 +92,7 @@ class LocalStack:
             "host": self.host,
             "port": self.port or 8080,
             "group_refetch_delay": 0.2,
+            "redis_accept_volatile": self.accept_volatile_redis,
         }
         values.update(self.settings_overrides)
         self.settings = load_settings(**values)

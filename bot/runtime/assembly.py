@@ -9,6 +9,7 @@ background loops its roles need: ``worker`` (inbox → router → services), ``d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -19,11 +20,13 @@ from enum import StrEnum
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.inbox.base import Inbox
-from bot.inbox.factory import make_inbox
+from bot.inbox.durability import GuardedInbox, InboxNotDurable, PersistenceGuard, read_persistence
+from bot.inbox.factory import inbox_uses_redis, make_inbox
 from bot.outbox.dispatcher import OutboxDispatcher
 from bot.outbox.wakeup import OutboxWakeup
 from bot.redis_keys import RedisKeys
@@ -77,6 +80,7 @@ class Runtime:
     session_factory: SessionFactory = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
     inbox: Inbox = field(init=False)
+    durability: PersistenceGuard | None = field(init=False, default=None)
     router: Router = field(init=False)
     wakeup: OutboxWakeup = field(init=False)
     http: aiohttp.ClientSession = field(init=False)
@@ -99,6 +103,9 @@ class Runtime:
         if s.redis_url:
             self.redis = aioredis.from_url(s.redis_url)
         self.inbox = make_inbox(s, session_factory=self.session_factory, redis=self.redis)
+        if self.redis is not None and inbox_uses_redis(s) and Role.EDGE in self.roles and not s.redis_accept_volatile:
+            self.durability = PersistenceGuard(self.redis, interval=s.redis_durability_check_seconds)
+            self.inbox = GuardedInbox(self.inbox, self.durability)
         self.wakeup = OutboxWakeup(self.redis, self.keys)
         self.router = Router()
         register_sync_handlers(self.router)
@@ -106,8 +113,12 @@ class Runtime:
             watch_templates(self.services.sop.holder)
 
     async def start(self) -> None:
-        """Open the WeCom client and start the loops of this process's roles."""
+        """Check the inbox keeps what the edge acknowledges, open the WeCom client, start the roles' loops.
+
+        Raises :class:`InboxNotDurable` (after releasing the engine and Redis) when the edge would acknowledge
+        callbacks into a Redis that does not persist them."""
         s = self.settings
+        await self._check_inbox_durability()
         if self.services.sop is not None:  # off the event loop: loading checks (renders) every template
             await load_templates(self.services.sop.holder)
             self._spawn("sop-templates", reload_templates(self.services.sop.holder, self._stop))
@@ -130,7 +141,29 @@ class Runtime:
             self._spawn("worker", self.worker.run(self._stop))
         if Role.SCHEDULER in self.roles:
             await self._start_scheduler()
+        if self.durability is not None:
+            self._spawn("inbox-durability", self.durability.watch(self._stop))
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
+
+    async def _check_inbox_durability(self) -> None:
+        """Refuse a Redis inbox that keeps nothing (a Redis that cannot be reached is not refused: the edge answers
+        503 until its persistence has been read). With ``LIANYI_REDIS_ACCEPT_VOLATILE`` only warn."""
+        if self.durability is not None:
+            await self.durability.check()
+            if self.durability.problem is not None and self.durability.definite:
+                refusal = InboxNotDurable(self.durability.problem)
+                log.error("%s", refusal)
+                await self._release_storage()
+                raise refusal
+        elif self.redis is not None and inbox_uses_redis(self.settings) and Role.EDGE in self.roles:
+            with contextlib.suppress(RedisError):
+                problem = (await read_persistence(self.redis)).problem()
+                if problem is not None:
+                    log.warning(
+                        "the Redis inbox does not persist [%s]; LIANYI_REDIS_ACCEPT_VOLATILE accepts losing the "
+                        "callbacks acknowledged into it when Redis restarts",
+                        problem,
+                    )
 
     def _start_dispatcher(self) -> None:
         self.dispatcher = OutboxDispatcher(
@@ -192,6 +225,9 @@ class Runtime:
                 status["redis"] = "ok"
             except Exception as exc:
                 status["redis"] = f"error: {exc.__class__.__name__}"
+        if self.durability is not None:  # the edge refuses callbacks (503) while its Redis inbox does not persist
+            problem = self.durability.problem
+            status["inbox_persistence"] = "ok" if problem is None else f"error: {problem}"
         if self.scheduler is not None:
             status["leader"] = "yes" if self.scheduler.is_leader else "no"
         if self.services.sop is not None:  # informational: never makes /healthz fail
@@ -209,12 +245,15 @@ class Runtime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.wakeup.close()
-        await self.inbox.close()
         await self.http.close()
+        await self._release_storage()
+        log.info("runtime stopped", extra={"instance": self.instance_id})
+
+    async def _release_storage(self) -> None:
+        await self.inbox.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
-        log.info("runtime stopped", extra={"instance": self.instance_id})
 
 
 def parse_roles(value: str | Iterable[str]) -> frozenset[Role]:

@@ -120,6 +120,7 @@ class CrashWorld:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "REDIS_PREFIX": self.redis_prefix,
+            "REDIS_ACCEPT_VOLATILE": "true",  # the machine's Redis keeps nothing on disk (SERVICES.md)
             "INSTANCE_ID": instance,
             "LOG_JSON": "false",
             "LOG_LEVEL": "WARNING",

@@ -23,6 +23,7 @@ def serve_env(stack: LocalStack, instance: str, **extra: str) -> dict[str, str]:
             "LIANYI_DATABASE_URL": s.database_url,
             "LIANYI_REDIS_URL": s.redis_url,
             "LIANYI_REDIS_PREFIX": s.redis_prefix,
+            "LIANYI_REDIS_ACCEPT_VOLATILE": str(s.redis_accept_volatile).lower(),
             "LIANYI_INSTANCE_ID": instance,
             "LIANYI_LOG_JSON": "false",
             "LIANYI_LOG_LEVEL": "WARNING",
