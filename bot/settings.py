@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest ingest request body accepted"
     )
+    message_retention_days: int = Field(
+        default=365, ge=0, description="Days message text is kept (then blanked, the row kept); 0 = forever"
+    )
+    lost_customer_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days after a lost customer's last relation was deleted until their message text goes; 0 = off",
+    )
 
     @field_validator("ingest_token")
     @classmethod
