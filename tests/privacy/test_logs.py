@@ -1,7 +1,7 @@
 """End to end, with the production logging setup at DEBUG for every logger: a customer is added through real
 callbacks, the staff member writes their phone number into the remark, the customer writes a phone number and
 distinctive texts (the chat-archive ingest) and turns hot (a lead is handed off), then is erased while WeCom
-re-delivers the old add. The captured log holds none of the phone numbers or texts; the database holds nothing of
+re-delivers the old add. The captured log holds none of their name, phone numbers or texts; the database holds nothing of
 the customer either. SQLite with in-process backends, PostgreSQL with the Redis inbox."""
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ async def test_no_phone_number_or_message_text_reaches_the_log(
 
     log = debug_log.getvalue()
     assert '"level": "DEBUG"' in log and "runtime started" in log  # the capture saw the run, at DEBUG
-    assert leaked(log, (PHONE, REMARK_PHONE, *TEXTS)) == []
+    assert leaked(log, (NAME, PHONE, REMARK_PHONE, *TEXTS)) == []
     # the re-delivered add sits in the inbox as delivered (ids only) and was dropped: no row of the customer came back
     assert leaked(dump, (NAME, PHONE, REMARK_PHONE, *TEXTS)) == []
     assert [line for line in dump.splitlines() if EU in line and "inbox_events" not in line] == []
