@@ -1,8 +1,8 @@
 """End to end, with the production logging setup at DEBUG for every logger: a customer is added through real
 callbacks, the staff member writes their phone number into the remark, the customer writes a phone number and
 distinctive texts (the chat-archive ingest) and turns hot (a lead is handed off), then is erased while WeCom
-re-delivers the old add. The captured log holds none of their name, phone numbers or texts; the database holds nothing of
-the customer either. SQLite with in-process backends, PostgreSQL with the Redis inbox."""
+re-delivers the old add. The captured log holds none of their name, phone numbers or texts; the database holds
+nothing of the customer either. SQLite with in-process backends, PostgreSQL with the Redis inbox."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from sqlmodel import col, select
 from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow
 from scrm.intent.ingest import IncomingBehaviour, IncomingMessage, record_behaviour, store_message
-from scrm.models import Contact, FollowRelation, GroupMember, IntentSignal, Message, OutboxCommand
+from scrm.links import TrackedLink, record_click
+from scrm.models import AuditLog, Contact, FollowRelation, GroupMember, IntentSignal, Message, OutboxCommand
 from scrm.privacy.erase import erase_customer
 from scrm.privacy.tombstones import is_pseudonym
 from scrm.sync import contacts, groups
@@ -121,3 +122,26 @@ async def test_a_fresh_add_after_the_erasure_starts_a_new_record(session_factory
     assert contact.name == "回来的客户" and contact.id != anonymised.id
     assert [r.userid for r in relations] == ["adv03"]
     assert is_pseudonym(anonymised.external_userid) and anonymised.name == "" and anonymised.stage == "intent"
+
+
+async def test_a_tracked_link_click_records_nothing_until_the_customer_comes_back(
+    session_factory: SessionFactory,
+) -> None:
+    erased = await _erased_world(session_factory)
+    link = TrackedLink(url="https://example.com/l7", corp_id=CORP, external_userid=EU, source="sop:nurture:1")
+    async with transaction(session_factory) as session:
+        assert await record_click(session, link, erased + timedelta(minutes=1)) is None
+        audited = (await session.exec(select(AuditLog).where(AuditLog.subject_id == EU))).all()
+    assert audited == []
+    async with transaction(session_factory) as session:
+        await contacts.on_contact_added(
+            session,
+            CORP,
+            userid="adv03",
+            external_userid=EU,
+            state="",
+            welcome_code="",
+            event_time=erased + timedelta(1),
+        )
+    async with transaction(session_factory) as session:
+        assert await record_click(session, link, erased + timedelta(days=2)) is not None
