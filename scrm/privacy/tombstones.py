@@ -45,15 +45,23 @@ def subject_hash(salt: str, external_userid: str) -> str:
     return hashlib.sha256(f"{salt}:{external_userid}".encode()).hexdigest()
 
 
+_SALTS = "lianyi_privacy_salts"  # session.info key: corp_id → salt (or None), read once per transaction
+
+
 async def _salt(session: AsyncSession, corp_id: str) -> str | None:
-    key = await session.get(PrivacyKey, corp_id)
-    return key.salt if key is not None else None
+    """The corp's salt, None when no customer was ever erased (a batch of events reads it once)."""
+    known: dict[str, str | None] = session.info.setdefault(_SALTS, {})
+    if corp_id not in known:
+        key = await session.get(PrivacyKey, corp_id)
+        known[corp_id] = key.salt if key is not None else None
+    return known[corp_id]
 
 
 async def corp_salt(session: AsyncSession, corp_id: str) -> str:
     """The corp's salt, created (race-free) at the first use."""
     defaults = {"salt": secrets.token_hex(32), "created_at": utcnow()}
     key, _ = await get_or_create(session, PrivacyKey, {"corp_id": corp_id}, defaults)
+    session.info.setdefault(_SALTS, {})[corp_id] = key.salt
     return key.salt
 
 
