@@ -7,7 +7,8 @@ name, city, remarks, descriptions, phone numbers, channel state and referrer, gr
 and payloads, signal details, the questions and notes of leads, notification texts. The plumbing keeps no
 trace either: pending commands addressed to the customer are cancelled (``failed``, with the reason), the
 others lose the customer from their recipient lists; inbox rows about them are marked done and scrubbed;
-their dead letters are deleted; audit rows about them are scrubbed.
+their dead letters and unsent notifications are deleted; audit rows about them are scrubbed. An open lead is
+closed as lost (reason ``erased``), a transfer is no longer polled, active SOP enrolments end.
 
 A tombstone (:mod:`scrm.privacy.tombstones`) is written in the same transaction, and the audit row holds the
 salted hash and the counts only. A second run finds nothing and changes nothing.
@@ -41,7 +42,9 @@ from scrm.models import (
     Lead,
     LeadEvent,
     LeadScoreChange,
+    LeadStatus,
     Message,
+    NotificationStatus,
     OutboxCommand,
     SopEnrolment,
     SopStepRun,
@@ -126,6 +129,9 @@ def _score(row: LeadScoreChange, r: Redactor, now: datetime) -> None:
 
 def _lead(row: Lead, r: Redactor, now: datetime) -> None:
     _set(row, external_userid=r.pseudonym, asked="", lost_note="", reasons=r.json(row.reasons), updated_at=now)
+    if row.closed_at is None:  # nobody may work a lead on a customer who asked to be forgotten: closed as lost
+        _set(row, status_before_lost=row.status, status=LeadStatus.LOST.value, lost_reason=END_REASON, closed_at=now)
+        _set(row, sla_phase="", sla_deadline_at=None, next_check_at=None)
 
 
 def _lead_event(row: LeadEvent, r: Redactor, now: datetime) -> None:
@@ -134,6 +140,11 @@ def _lead_event(row: LeadEvent, r: Redactor, now: datetime) -> None:
 
 def _notification(row: StaffNotification, r: Redactor, now: datetime) -> None:
     _set(row, key=r.text(row.key), title=r.text(row.title), description="", url=r.text(row.url))
+
+
+def _unsent_notification(row: SQLModel) -> bool:
+    """A notification about the customer not yet handed to the outbox: never sent, so nothing to count."""
+    return isinstance(row, StaffNotification) and row.status == NotificationStatus.PENDING.value
 
 
 def _enrolment(row: SopEnrolment, r: Redactor, now: datetime) -> None:
@@ -155,7 +166,7 @@ def _target(row: CampaignTarget, r: Redactor, now: datetime) -> None:
 
 
 def _transfer(row: CustomerTransfer, r: Redactor, now: datetime) -> None:
-    _set(row, external_userid=r.pseudonym, command_key=r.text(row.command_key))
+    _set(row, external_userid=r.pseudonym, command_key=r.text(row.command_key), next_poll_at=None)
 
 
 def _addressed(row: OutboxCommand, r: Redactor) -> bool:
@@ -225,7 +236,7 @@ async def erase_customer(
     _learn(redactor, found)
     for table, rows in found.items():
         for row in rows:
-            if table in DELETED:
+            if table in DELETED or _unsent_notification(row):
                 await session.delete(row)
             else:
                 SCRUBBERS[table](row, redactor, now)

@@ -11,7 +11,16 @@ from sqlmodel import select
 
 from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow
-from scrm.models import AuditLog, CommandStatus, InboxEvent, OutboxCommand, SopEnrolment
+from scrm.models import (
+    AuditLog,
+    CommandStatus,
+    CustomerTransfer,
+    InboxEvent,
+    Lead,
+    OutboxCommand,
+    SopEnrolment,
+    StaffNotification,
+)
 from scrm.privacy.erase import CANCELLED_BY_ERASURE, Erasure, erase_customer
 from scrm.privacy.export import export_customer
 from scrm.privacy.holdings import HOLDINGS
@@ -69,6 +78,7 @@ async def test_erase_leaves_nothing_personal_in_a_full_dump(database_url: str, s
     assert leaked(dump) == []
     assert leaked(dump, (OTHER, OTHER_NAME, OTHER_TEXT)) == [OTHER, OTHER_NAME, OTHER_TEXT]
     expected = {**before, "dead_letters": before["dead_letters"] - 1, "audit_log": before["audit_log"] + 1}
+    expected["staff_notifications"] -= 1  # the unsent reminder
     expected.update(privacy_keys=1, privacy_tombstones=1)
     assert await row_counts(session_factory) == expected  # rows kept for the counts, none added but the audit
     assert erasure.counts["messages"] == len(TEXTS) and erasure.counts["dead_letters"] == 1
@@ -83,6 +93,9 @@ async def test_erase_cancels_what_was_still_to_be_sent(session_factory: SessionF
         enrolment = (await session.exec(select(SopEnrolment))).one()
         inbox = (await session.exec(select(InboxEvent))).all()
         audit = (await session.exec(select(AuditLog).where(AuditLog.action == "privacy.erased"))).one()
+        lead = (await session.exec(select(Lead))).one()
+        transfer = (await session.exec(select(CustomerTransfer))).one()
+        notes = (await session.exec(select(StaffNotification))).all()
     welcome = commands["send_welcome"]
     assert (welcome.status, welcome.last_error) == (CommandStatus.FAILED.value, CANCELLED_BY_ERASURE)
     batch = commands["add_msg_template"]  # still goes to the bystander, without the customer
@@ -90,6 +103,14 @@ async def test_erase_cancels_what_was_still_to_be_sent(session_factory: SessionF
     assert batch.payload["external_userid"] == [OTHER] and batch.payload["text"] == {"content": "春季试驾"}
     assert (enrolment.status, enrolment.end_reason, enrolment.next_due_at) == ("cancelled", "erased", None)
     assert {e.status for e in inbox} == {"done"}
+    assert (lead.status, lead.status_before_lost, lead.lost_reason, lead.next_check_at) == (
+        "lost",
+        "assigned",
+        "erased",
+        None,
+    )
+    assert lead.closed_at is not None and transfer.next_poll_at is None
+    assert [n.status for n in notes] == ["sent"]
     assert audit.actor == ADMIN and audit.detail is not None and audit.detail["counts"]["leads"] == 1
 
 

@@ -152,6 +152,10 @@ async def _lead(session: Any, seeded: Seeded, now: Any) -> Lead:
     )
     note.lead_id, note.description = lead.id, f"问：{TEXTS[2]}"
     note.batch_key, note.status = "notify:adv01:card:1", "sent"
+    reminder = StaffNotification(
+        corp_id=CORP, userid="adv01", key=f"remind:{lead.id}:1:adv01", kind="remind", title=title
+    )
+    reminder.lead_id = lead.id  # still pending: never sent
     transfer = CustomerTransfer(
         corp_id=CORP,
         external_userid=EU,
@@ -159,12 +163,12 @@ async def _lead(session: Any, seeded: Seeded, now: Any) -> Lead:
         takeover_userid="adv01",
         command_key=f"transfer:{EU}:1",
     )
-    transfer.lead_id = lead.id
+    transfer.lead_id, transfer.status, transfer.next_poll_at = lead.id, "waiting", now + timedelta(hours=1)
     audit_lead = AuditLog(corp_id=CORP, action="lead.accepted", subject_type="lead", subject_id=str(lead.id))
     audit_lead.detail = {"note": f"已电话联系 {PHONE}"}
     audit_contact = AuditLog(corp_id=CORP, action="contact.churned", subject_type="contact", subject_id=EU)
     audit_contact.detail = {"userid": "adv01"}
-    rows: list[SQLModel] = [event, note, transfer, audit_lead, audit_contact]
+    rows: list[SQLModel] = [event, note, reminder, transfer, audit_lead, audit_contact]
     await _add(session, rows)
     for row in [lead, *rows]:
         seeded.add(row)
