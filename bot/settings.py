@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     redis_durability_check_seconds: float = Field(
         default=10.0, gt=0, le=3600, description="How often the edge re-checks that the Redis inbox persists"
     )
+    message_retention_days: int = Field(
+        default=365, ge=0, description="Days message text is kept (then blanked, the row kept); 0 = forever"
+    )
+    lost_customer_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days after a lost customer's last relation was deleted until their message text goes; 0 = off",
+    )
 
     @field_validator("ingest_token")
     @classmethod

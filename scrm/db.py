@@ -17,7 +17,11 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL and a busy timeout so several tasks can share the file."""
+    """Create the async engine; SQLite gets WAL and a busy timeout so several tasks can share the file.
+
+    ``hide_parameters``: an error's message never carries the statement's values (message text, names, phone
+    numbers), so logging an exception cannot leak them."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
     else:

@@ -34,6 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scrm import audit
 from scrm.errors import LianyiError
 from scrm.models import Contact, IntentSignal
+from scrm.privacy.tombstones import erased_at
 
 
 class LinkWrapper(Protocol):
@@ -137,7 +138,10 @@ async def record_click(session: AsyncSession, link: TrackedLink, at: datetime) -
     """Count a click as the contact's activity (``last_active_at`` never moves back) and audit it; every click is
     recorded. Returns the ref of the ``click`` intent signal this click is worth, or None when it is not counted
     for the score (no contact in the token, or this contact's last counted click of this link is less than
-    :data:`CLICK_WINDOW` before ``at``; see the module docstring)."""
+    :data:`CLICK_WINDOW` before ``at``; see the module docstring). A link of an erased customer who has not come
+    back (no contact row) records nothing."""
+    if link.external_userid and await _erased_and_gone(session, link):
+        return None
     await session.exec(
         update(Contact)
         .where(
@@ -159,6 +163,13 @@ async def record_click(session: AsyncSession, link: TrackedLink, at: datetime) -
     if not link.external_userid:
         return None
     return await _counted_click_ref(session, link, at)
+
+
+async def _erased_and_gone(session: AsyncSession, link: TrackedLink) -> bool:
+    if await erased_at(session, link.corp_id, link.external_userid) is None:
+        return False
+    stmt = select(Contact.id).where(Contact.corp_id == link.corp_id, Contact.external_userid == link.external_userid)
+    return (await session.exec(stmt)).first() is None
 
 
 async def _counted_click_ref(session: AsyncSession, link: TrackedLink, at: datetime) -> str | None:

@@ -55,6 +55,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "migrate": LazyCommand(
         "bot.cli.migrate:migrate_command", "Apply database migrations (SQLite or PostgreSQL, from LIANYI_DATABASE_URL)."
     ),
+    "privacy": LazyCommand(
+        "bot.cli.privacy:privacy", "Customers' personal data (个人信息): export and erase under PIPL."
+    ),
     "roster": LazyCommand("bot.cli.roster:roster", "Dealers and staff (门店与成员花名册)."),
     "serve": LazyCommand(
         "bot.cli.serve:serve_command", "Run Lianyi: receive WeCom callbacks, process them, talk back to WeCom."

@@ -35,6 +35,7 @@ from bot.runtime.handlers import register_sync_handlers
 from bot.runtime.lead_transfers import transfer_ticks
 from bot.runtime.lead_wiring import lead_ticks
 from bot.runtime.leader import LeaderLock, RedisLeader, SingleProcessLeader
+from bot.runtime.privacy_wiring import retention_ticks
 from bot.runtime.router import HandlerContext, Router
 from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
 from bot.runtime.services import build_services
@@ -196,6 +197,7 @@ class Runtime:
             ticks += lead_ticks(factory, services.leads, s.corp_id, every=s.sop_tick_seconds)
         ticks += transfer_ticks(factory, self.client, s.corp_id)
         ticks += campaign_ticks(factory, self.client, s, every=s.sop_tick_seconds)
+        ticks += retention_ticks(factory, s)
         for tick in ticks:
             self.scheduler.add_tick(tick)
         await self.scheduler.start()

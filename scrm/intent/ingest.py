@@ -28,6 +28,7 @@ from scrm.intent import pipeline
 from scrm.intent.services import IntentServices
 from scrm.lifecycle import LifecycleHooks
 from scrm.models import Message
+from scrm.privacy.tombstones import erased_before
 from scrm.rows import get_or_create
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,12 @@ async def store_message(
 ) -> bool:
     """Insert the message unless (corp, source, msgid) is stored already; True when it is new.
 
-    A new customer or staff message goes on to the intent pipeline in this same transaction.
+    A new customer or staff message goes on to the intent pipeline in this same transaction. A message about a
+    customer erased after it was sent is dropped (False).
     """
+    if await erased_before(session, corp_id, incoming.external_userid, incoming.sent_at):
+        log.info("message older than the customer's erasure dropped", extra={"source": incoming.source})
+        return False
     values: dict[str, Any] = {
         "chat_type": incoming.chat_type,
         "chat_id": incoming.chat_id,
@@ -121,7 +126,11 @@ async def record_behaviour(
     intent: IntentServices,
     hooks: LifecycleHooks,
 ) -> None:
-    """Hand a behaviour to the scoring pipeline (it deduplicates by ``ref``)."""
+    """Hand a behaviour to the scoring pipeline (it deduplicates by ``ref``); dropped when the customer was erased
+    after it happened."""
+    if await erased_before(session, corp_id, behaviour.external_userid, behaviour.at):
+        log.info("behaviour older than the customer's erasure dropped", extra={"kind": behaviour.kind})
+        return
     await pipeline.on_behaviour(
         session,
         corp_id,

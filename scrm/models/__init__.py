@@ -37,6 +37,7 @@ from scrm.models.leads import (
     StaffNotification,
     TransferStatus,
 )
+from scrm.models.privacy import PrivacyKey, PrivacyTombstone
 from scrm.models.sop import ContactTouch, EnrolmentStatus, SopEnrolment, SopStepRun, SopVersion
 from scrm.models.tags import ContactTag, Tag, TagGroup
 from scrm.models.tenancy import Corp, Dealer, Staff, StaffRole
@@ -76,6 +77,8 @@ __all__ = [
     "Message",
     "NotificationStatus",
     "OutboxCommand",
+    "PrivacyKey",
+    "PrivacyTombstone",
     "RunStatus",
     "SlaPhase",
     "SopEnrolment",

@@ -13,6 +13,8 @@ Ordering rule (callbacks arrive late, twice, or out of order). A follow relation
 - a detail (externalcontact/get) resurrects a deleted relation only when WeCom's ``createtime`` is later
   than our ``deleted_at`` (the customer came back after the deletion). Otherwise the detail was fetched
   before the deletion happened (or lags behind it) and that relation is left untouched.
+
+An event older than the customer's erasure (PIPL) is dropped; a detail keeps only relations created after it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scrm.commands import CommandKind, enqueue
 from scrm.db_types import utcnow
 from scrm.lifecycle import NO_HOOKS, ContactAdded, LifecycleHooks
 from scrm.models import Contact, ContactTag, DeletedBy, FollowRelation
+from scrm.privacy.tombstones import dropped_as_erased, follows_since_erasure
 from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create, insert_ignore
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,8 @@ async def on_contact_added(
 ) -> None:
     """add_external_contact / add_half_external_contact: record the relation, fetch details, and tell the other
     features (the SOP engine answers with the welcome of the template that has a welcome step)."""
+    if await dropped_as_erased(session, corp_id, external_userid, event_time, "add"):
+        return
     # An add is usually the first sight of the contact and of the relation: insert before reading.
     await _contact(session, corp_id, external_userid, likely_new=True)
     values: dict[str, Any] = {
@@ -136,6 +141,8 @@ async def on_contact_edited(
     session: AsyncSession, corp_id: str, *, userid: str, external_userid: str, event_time: datetime
 ) -> None:
     """edit_external_contact: remark or tags changed in the client; fetch the detail."""
+    if await dropped_as_erased(session, corp_id, external_userid, event_time, "edit"):
+        return
     await _contact(session, corp_id, external_userid)
     await _fetch_contact(session, corp_id, external_userid, event_time)
 
@@ -152,6 +159,8 @@ async def _mark_deleted(
     hooks: LifecycleHooks,
 ) -> bool:
     """Record a deletion; True when it changed something (False for replays and stale deletions)."""
+    if await dropped_as_erased(session, corp_id, external_userid, event_time, "delete"):
+        return False
     await _contact(session, corp_id, external_userid)
     values: dict[str, Any] = {
         "deleted_at": event_time,
@@ -237,6 +246,8 @@ async def on_transfer_failed(
     The reason is written on the contact's live relations with other members (the ones the transfer would
     have moved) and in the audit log.
     """
+    if await dropped_as_erased(session, corp_id, external_userid, event_time, "transfer_fail"):
+        return
     await _contact(session, corp_id, external_userid)
     rows = await session.exec(
         select(FollowRelation).where(
@@ -340,6 +351,9 @@ async def apply_contact_detail(
     if not external_userid:
         log.warning("contact detail without external_userid ignored", extra={"keys": sorted(data)})
         return
+    follows = await follows_since_erasure(session, corp_id, external_userid, _follow_users(data))
+    if follows is None:
+        return
     contact = await _contact(session, corp_id, external_userid)
     changed = assign(
         contact,
@@ -352,7 +366,7 @@ async def apply_contact_detail(
             "corp_name": str(ext.get("corp_name") or ""),
         },
     )
-    for follow in _follow_users(data):
+    for follow in follows:
         changed |= await _apply_follow(session, corp_id, external_userid, follow, hooks)
     if changed or contact.detail_synced_at is None:
         contact.detail_synced_at = utcnow()

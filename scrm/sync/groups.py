@@ -29,6 +29,7 @@ from scrm.commands import CommandKind, delay, enqueue
 from scrm.db_types import utcnow
 from scrm.lifecycle import NO_HOOKS, LifecycleHooks
 from scrm.models import CustomerGroup, GroupMember, Staff
+from scrm.privacy.tombstones import erased_among, erased_before, is_pseudonym
 from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,10 @@ async def _member_joined(
     join_scene: int | None,
     _quit_scene: int | None,
 ) -> bool:
-    """True when the join changed our rows (False: already known, or older than a recorded leave)."""
+    """True when the join changed our rows (False: already known, or older than a recorded leave, or a customer
+    erased after it)."""
+    if member_type_of(member_id) == MEMBER_CUSTOMER and await erased_before(session, corp_id, member_id, event_time):
+        return False
     values: dict[str, Any] = {
         "member_type": member_type_of(member_id),
         "join_time": event_time,
@@ -160,7 +164,10 @@ async def _member_left(
     _join_scene: int | None,
     quit_scene: int | None,
 ) -> bool:
-    """True when the leave changed our rows (False: already left, or older than a recorded join)."""
+    """True when the leave changed our rows (False: already left, or older than a recorded join, or a customer
+    erased after it)."""
+    if member_type_of(member_id) == MEMBER_CUSTOMER and await erased_before(session, corp_id, member_id, event_time):
+        return False
     values: dict[str, Any] = {"left_at": event_time, "quit_scene": quit_scene}
     keys = {"corp_id": corp_id, "chat_id": chat_id, "member_id": member_id}
     row, created = await get_or_create(session, GroupMember, keys, {"member_type": member_type_of(member_id), **values})
@@ -240,9 +247,12 @@ async def _mirror_members(session: AsyncSession, corp_id: str, chat_id: str, mem
     by_id = {row.member_id: row for row in rows}
     listed: set[str] = set()
     changed = False
+    erased = await erased_among(session, corp_id, (str(m["userid"]) for m in members))
     for member in members:
         member_id = str(member["userid"])
         listed.add(member_id)
+        if member_id in erased and (from_epoch(member.get("join_time")) or erased[member_id]) <= erased[member_id]:
+            continue  # a customer erased since joining: WeCom still lists them, we keep nothing about them
         values: dict[str, Any] = {
             "member_type": int(member.get("type") or member_type_of(member_id)),
             "name": str(member.get("name") or ""),
@@ -266,7 +276,7 @@ async def _mirror_members(session: AsyncSession, corp_id: str, chat_id: str, mem
         changed |= assign(row, values)
     now = utcnow()
     for row in by_id.values():
-        if row.member_id not in listed and row.left_at is None:
+        if row.member_id not in listed and row.left_at is None and not is_pseudonym(row.member_id):
             assign(row, {"left_at": now})
             changed = True
     return changed
