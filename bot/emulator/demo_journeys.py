@@ -2,14 +2,16 @@
 is saved, approved by a second person, sent and reported.
 
 The roster (dealers open all day, their staff as advisors, the scenario's 销售经理 as managers, a brand operator)
-is imported the way `lianyi roster import` does. A few customers write buying questions to ``/ingest/messages``
-(as a chat-archive puller would); the shipped intent rules score them H and the shipped handoff rules route each
-to the advisor who added them. The emulator's advisors (:mod:`bot.emulator.advisors`) accept through the staff
-lead API, except one who never does: the demo's clock then jumps past the accept SLA and the ladder's first rung
-(a reminder) fires. The campaign is saved by the operator, approved by a dealer manager, planned by the
-scheduler's campaign tick (after the clock jumps over quiet hours when it is night in China), created in WeCom
-by the outbox dispatcher and confirmed by the emulated group owners; its report is the one
-`lianyi campaign report` prints.
+is imported the way `lianyi roster import` does, by the demo's operator account (``demo_ops``); the campaign is
+approved by a manager's account (``demo_manager``, linked to the first 销售经理). Both accounts are seeded
+without a password: they act for the demo, nobody signs in with them. A few customers write buying questions
+to ``/ingest/messages`` (as a chat-archive puller would); the shipped intent rules score them H and the
+shipped handoff rules route each to the advisor who added them. The emulator's advisors
+(:mod:`bot.emulator.advisors`) accept through the staff lead API, except one who never does: the demo's clock
+then jumps past the accept SLA and the ladder's first rung (a reminder) fires. The campaign is saved by the
+operator, approved by a dealer manager, planned by the scheduler's campaign tick (after the clock jumps over
+quiet hours when it is night in China), created in WeCom by the outbox dispatcher and confirmed by the
+emulated group owners; its report is the one `lianyi campaign report` prints.
 
 Time is :class:`JumpingClock`: the wall clock plus an offset, shared by the emulator and the runtime.
 """
@@ -42,8 +44,10 @@ from scrm.leads.rules import rules_in
 from scrm.leads.staff_tokens import issue
 from scrm.leads.transitions import status_name
 from scrm.models import CampaignBatch, CampaignRun, Dealer, FollowRelation, Lead, LeadEvent, Staff
+from scrm.models.accounts import User, UserRole
 
 OPERATOR = "demo_ops"
+MANAGER = "demo_manager"
 SLA_EVENTS = ("sla_remind", "sla_manager", "sla_reassign", "sla_pool")
 CAMPAIGN_CODE = "demo_test_drive"
 HOT_CUSTOMERS = 6
@@ -122,7 +126,10 @@ async def import_demo_roster(stack: LocalStack) -> None:
         raise RuntimeError("; ".join(str(p) for p in problems))
     stack.state.add_staff(OPERATOR, "品牌运营", "", position="品牌运营")
     async with write_transaction(stack.session_factory) as session:
-        await import_roster(session, stack.state.corp_id, roster)
+        if (await session.exec(select(User.id).where(User.username == OPERATOR))).first() is None:
+            session.add(User(username=OPERATOR, display_name="品牌运营", role=UserRole.OPERATOR.value))
+            await session.flush()
+        await import_roster(session, stack.state.corp_id, roster, actor=OPERATOR)
 
 
 async def _hot_customers(stack: LocalStack, advisors: set[str]) -> list[FollowRelation]:
@@ -224,13 +231,25 @@ async def summarise_leads(stack: LocalStack, report: JourneyReport) -> None:
 
 
 async def _approver(stack: LocalStack) -> str:
-    """A dealer manager of the roster (never the campaign's author)."""
-    async with stack.session_factory() as session:
-        statement = select(Staff.userid).where(Staff.role == "manager").order_by(col(Staff.userid))
+    """The account of a dealer manager of the roster (never the campaign's author), created on first use."""
+    async with write_transaction(stack.session_factory) as session:
+        if (await session.exec(select(User.id).where(User.username == MANAGER))).first() is not None:
+            return MANAGER
+        statement = select(Staff).where(Staff.role == "manager").order_by(col(Staff.userid))
         found = (await session.exec(statement)).first()
-    if found is None:
-        raise RuntimeError("demo: the roster has no manager to approve the campaign")
-    return found
+        if found is None or found.dealer_id is None:
+            raise RuntimeError("demo: the roster has no manager to approve the campaign")
+        dealer = await session.get(Dealer, found.dealer_id)
+        assert dealer is not None
+        manager = User(
+            username=MANAGER,
+            display_name=found.name or found.userid,
+            role=UserRole.MANAGER.value,
+            dealer_code=dealer.code,
+            staff_userid=found.userid,
+        )
+        session.add(manager)
+    return MANAGER
 
 
 async def run_campaign(stack: LocalStack, clock: JumpingClock, report: JourneyReport) -> None:
