@@ -4,6 +4,7 @@ campaign does (nothing), what saving the file again does to an approval, and the
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -246,7 +247,7 @@ async def test_audit_trail(session_factory: SessionFactory) -> None:
         assert details[1]["reason"] == "请改文案"
         assert details[3]["hash"] == group_spec(extra=APPROVAL, text="第二版").spec_hash()
         assert details[0]["before_sha256"] is None  # created: nothing before
-        for earlier, later in zip(details, details[1:], strict=False):
+        for earlier, later in itertools.pairwise(details):
             assert later["before_sha256"] == earlier["after_sha256"]  # each change starts where the last ended
             assert later["before_sha256"] != later["after_sha256"]
         stored = await current(world)

@@ -188,7 +188,10 @@ async def test_identities_are_real_users_attack_3_replayed(
     file = tmp_path / "cli_push.yaml"
     file.write_text(CAMPAIGN, encoding="utf-8")
     ghost = await run(runner, "save", str(file), "--as", "ghost_user_not_in_roster")
-    assert (ghost.exit_code, ghost.output.strip()) == (1, "没有用户 ghost_user_not_in_roster（先用 lianyi user add 创建）")
+    assert (ghost.exit_code, ghost.output.strip()) == (
+        1,
+        "没有用户 ghost_user_not_in_roster（先用 lianyi user add 创建）",
+    )
     gone = await run(runner, "save", str(file), "--as", "op_gone")
     assert (gone.exit_code, gone.output.strip()) == (1, "用户 op_gone 已停用")
     advisor = await run(runner, "save", str(file), "--as", "adv1")
