@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlmodel import select
+
 from scrm.accounts.passwords import hash_password
 from scrm.db import SessionFactory, transaction
 from scrm.models.accounts import User, UserRole
@@ -31,8 +33,12 @@ STAFF_ACCOUNTS = (
 
 
 async def add_accounts(sessions: SessionFactory, accounts: tuple[Account, ...] = STAFF_ACCOUNTS) -> None:
+    """Insert ``accounts``, except usernames that exist already."""
     async with transaction(sessions) as session:
+        existing = set((await session.exec(select(User.username))).all())
         for account in accounts:
+            if account.username in existing:
+                continue
             session.add(
                 User(
                     username=account.username,
