@@ -6,6 +6,12 @@ their own event loop, so the tests invoke them in a thread."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+from select import select as wait_readable
 
 import pytest
 from click.testing import CliRunner, Result
@@ -21,6 +27,7 @@ from scrm.rows import ensure_corp
 from tests.conftest import TEST_CORP_ID
 
 PASSWORD = "correct-horse-42"
+LIANYI = Path(sys.executable).with_name("lianyi")
 
 
 @pytest.fixture
@@ -230,3 +237,55 @@ async def test_a_bootstrap_is_possible_again_only_when_no_admin_is_active(
     assert recovered.exit_code == 0, recovered.output
     operator = await user_cli(runner, "add", "op1", "--role", "operator", stdin=PASSWORD)
     assert operator.exit_code == 1  # the bootstrap makes admins only
+
+
+def type_at_a_terminal(database_url: str, answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """``lianyi user add admin --role admin`` with a pseudo-terminal as stdin: each answer is typed once its prompt
+    appeared (getpass flushes what was typed ahead). Returns the exit code and everything the terminal showed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANYI_")}
+    env["LIANYI_DATABASE_URL"] = database_url
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [str(LIANYI), "user", "add", "admin", "--role", "admin"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,  # no controlling terminal: getpass turns echo off on stdin, the pseudo-terminal
+    )
+    os.close(follower)
+    shown = b""
+    pending = list(answers)
+    try:
+        while True:
+            ready, _, _ = wait_readable([leader], [], [], 60)
+            if not ready:
+                raise TimeoutError(f"no prompt within 60 s; the terminal showed {shown.decode(errors='replace')!r}")
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if pending and shown.decode(errors="replace").count(pending[0][0]) >= 1:
+                prompt, answer = pending.pop(0)
+                shown = shown.replace(prompt.encode(), b"<" + prompt.encode() + b">", 1)  # each prompt answers once
+                os.write(leader, answer.encode() + b"\n")
+    finally:
+        os.close(leader)
+        if proc.poll() is None and pending:  # still waiting for a prompt we gave up on
+            proc.kill()
+    return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+async def test_at_a_terminal_the_password_is_asked_twice_without_echo(
+    database_url: str, session_factory: SessionFactory
+) -> None:
+    code, shown = await asyncio.to_thread(
+        type_at_a_terminal, database_url, [("密码:", PASSWORD), ("再次输入密码:", PASSWORD)]
+    )
+    assert code == 0, shown
+    assert "<密码:>" in shown and "<再次输入密码:>" in shown and "已创建用户 admin（管理员）" in shown
+    assert PASSWORD not in shown  # typed, never echoed
+    assert verify_password((await users(session_factory))["admin"].password_hash, PASSWORD)
