@@ -116,7 +116,11 @@ class DeadLetter(SQLModel, table=True):
 
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_subject", "corp_id", "subject_type", "subject_id"),)
+    __table_args__ = (
+        Index("ix_audit_subject", "corp_id", "subject_type", "subject_id"),
+        Index("ix_audit_created", "created_at"),  # lianyi audit list: newest first
+        Index("ix_audit_actor_created", "actor", "created_at"),  # … of one user (--user)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     corp_id: str = Field(default="", max_length=64, index=True)
