@@ -124,11 +124,11 @@ class AuditLog(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     corp_id: str = Field(default="", max_length=64, index=True)
-    actor: str = Field(default="system", max_length=128)
+    actor: str = Field(default="system", max_length=128)  # the acting user's username, or "system"
     action: str = Field(max_length=64)
     subject_type: str = Field(default="", max_length=32)
     subject_id: str = Field(default="", max_length=128)
-    detail: dict[str, Any] | None = json_field()
+    detail: dict[str, Any] | None = json_field()  # counts, reasons; before_sha256 / after_sha256 (scrm.audit)
     created_at: datetime = ts_field(default_now=True)
 
 
