@@ -27,6 +27,7 @@ from datetime import timedelta
 
 import yaml
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.emulator.advisors import NEVER_ACCEPTS, AdvisorProfile, EmulatedPeople, LianyiEndpoints
 from bot.emulator.clock import VirtualClock
@@ -126,10 +127,10 @@ async def import_demo_roster(stack: LocalStack) -> None:
         raise RuntimeError("; ".join(str(p) for p in problems))
     stack.state.add_staff(OPERATOR, "品牌运营", "", position="品牌运营")
     async with write_transaction(stack.session_factory) as session:
-        if (await session.exec(select(User.id).where(User.username == OPERATOR))).first() is None:
-            session.add(User(username=OPERATOR, display_name="品牌运营", role=UserRole.OPERATOR.value))
-            await session.flush()
+        session.add(User(username=OPERATOR, display_name="品牌运营", role=UserRole.OPERATOR.value))
+        await session.flush()
         await import_roster(session, stack.state.corp_id, roster, actor=OPERATOR)
+        await _add_manager_account(session)
 
 
 async def _hot_customers(stack: LocalStack, advisors: set[str]) -> list[FollowRelation]:
@@ -230,33 +231,30 @@ async def summarise_leads(stack: LocalStack, report: JourneyReport) -> None:
     report.sla_rungs = [(e.lead_id, e.kind, str((e.detail or {}).get("advisor", ""))) for e in events]
 
 
-async def _approver(stack: LocalStack) -> str:
-    """The account of a dealer manager of the roster (never the campaign's author), created on first use."""
-    async with write_transaction(stack.session_factory) as session:
-        if (await session.exec(select(User.id).where(User.username == MANAGER))).first() is not None:
-            return MANAGER
-        statement = select(Staff).where(Staff.role == "manager").order_by(col(Staff.userid))
-        found = (await session.exec(statement)).first()
-        if found is None or found.dealer_id is None:
-            raise RuntimeError("demo: the roster has no manager to approve the campaign")
-        dealer = await session.get(Dealer, found.dealer_id)
-        assert dealer is not None
-        manager = User(
+async def _add_manager_account(session: AsyncSession) -> None:
+    """The account of the roster's first dealer manager (``MANAGER``), who approves the campaign."""
+    statement = select(Staff).where(Staff.role == "manager").order_by(col(Staff.userid))
+    found = (await session.exec(statement)).first()
+    if found is None or found.dealer_id is None:
+        raise RuntimeError("demo: the roster has no manager to approve the campaign")
+    dealer = await session.get(Dealer, found.dealer_id)
+    assert dealer is not None
+    session.add(
+        User(
             username=MANAGER,
             display_name=found.name or found.userid,
             role=UserRole.MANAGER.value,
             dealer_code=dealer.code,
             staff_userid=found.userid,
         )
-        session.add(manager)
-    return MANAGER
+    )
 
 
 async def run_campaign(stack: LocalStack, clock: JumpingClock, report: JourneyReport) -> None:
     """Save (operator), approve (a manager), let the scheduler plan and the dispatcher send it, then report."""
     corp = stack.state.corp_id
     spec = CampaignSpec.model_validate(CAMPAIGN)
-    report.campaign_approver = await _approver(stack)
+    report.campaign_approver = MANAGER
     async with write_transaction(stack.session_factory) as session:
         await service.save_campaign(session, corp, spec, by=OPERATOR, now=clock.utcnow())
     policy = campaign_policy(stack.settings)
