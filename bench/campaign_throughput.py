@@ -75,6 +75,7 @@ from scrm.campaigns.tracking import sync_batches
 from scrm.contact_policy import Caps, Policy, QuietHours
 from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
 from scrm.models import Campaign, CampaignBatch, CommandStatus, CustomerGroup, Dealer, OutboxCommand, Staff
+from scrm.models.accounts import User, UserRole
 from scrm.rows import ensure_corp
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -447,6 +448,8 @@ async def save_and_time_read_side(factory: SessionFactory, rate: int) -> float:
     :func:`build_plan`, which writes nothing) on the data the run will plan."""
     spec = CampaignSpec.model_validate(yaml.safe_load(textwrap.dedent(SPEC)))
     async with transaction(factory) as session:
+        session.add(User(username="bench", role=UserRole.OPERATOR.value))  # who saves it
+        await session.flush()
         await save_campaign(session, CORP, spec, by="bench", now=datetime.now(UTC))
     async with factory() as session:
         campaign = (await session.exec(select(Campaign).where(Campaign.corp_id == CORP))).one()

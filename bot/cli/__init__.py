@@ -34,6 +34,7 @@ class LazyCommand:
 
 # Keep alphabetical. ``sop`` is taken from sop_run, which adds render and dry-run to the group of bot.cli.sop.
 COMMANDS: dict[str, LazyCommand] = {
+    "audit": LazyCommand("bot.cli.audit:audit", "The audit log: who changed what, and when (审计日志)."),
     "campaign": LazyCommand(
         "bot.cli.campaign:campaign", "Group pushes (群发活动): 1vN to customer groups, or 1v1 to customers."
     ),
@@ -67,6 +68,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "sync": LazyCommand(
         "bot.cli.sync:sync_command", "Full sync from WeCom: corp tags, staff, contacts, groups (全量同步，可断点续传)."
     ),
+    "user": LazyCommand("bot.cli.users:user", "Users who sign in to Lianyi and act on the CLI (用户与角色)."),
 }
 
 

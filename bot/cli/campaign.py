@@ -21,10 +21,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli.database import ToolFailure, require_database, run_with_corp
-from bot.cli.leads import table
+from bot.cli.identity import as_option
+from bot.cli.text_table import table
 from bot.runtime.campaign_wiring import campaign_policy
 from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
 from bot.web.links import link_signer
+from scrm.accounts.actors import ActorRefused
 from scrm.campaigns import service
 from scrm.campaigns.check import check_campaign_file
 from scrm.campaigns.preview import preview_lines, preview_run
@@ -55,7 +57,7 @@ def _with_sessions(settings: Settings, work: Callable[[SessionFactory], Awaitabl
 
     try:
         return asyncio.run(run())
-    except service.CampaignError as exc:
+    except (service.CampaignError, ActorRefused) as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from exc
 
@@ -94,8 +96,8 @@ def check_command(files: tuple[Path, ...]) -> None:
 
 @campaign.command("save")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--by", "by", required=True, help="Your WeCom userid (创建人).")
-def save_command(file: Path, by: str) -> None:
+@as_option("an operator or admin (创建人)")
+def save_command(file: Path, actor: str) -> None:
     """Create or update the campaign of FILE (a changed file needs approval again)."""
     spec, problems = check_campaign_file(file)
     if spec is None or problems:
@@ -106,7 +108,7 @@ def save_command(file: Path, by: str) -> None:
 
     async def work(sessions: SessionFactory) -> service.Saved:
         async with transaction(sessions) as session:
-            return await service.save_campaign(session, settings.corp_id, spec, by=by, now=utcnow())
+            return await service.save_campaign(session, settings.corp_id, spec, by=actor, now=utcnow())
 
     saved = _with_sessions(settings, work)
     words = {"created": "已创建", "updated": "已更新", "unchanged": "没有变化"}[saved.outcome]
@@ -139,27 +141,27 @@ def _decide(action: str) -> Callable[..., None]:
 
 @campaign.command("approve")
 @click.argument("code")
-@click.option("--by", "by", required=True, help="Approver's userid (运营或经理).")
-def approve_command(code: str, by: str) -> None:
+@as_option("an operator or manager who did not save it (审批人)")
+def approve_command(code: str, actor: str) -> None:
     """Approve a campaign waiting for approval (审批通过)."""
-    _decide("approve")(code, by)
+    _decide("approve")(code, actor)
 
 
 @campaign.command("reject")
 @click.argument("code")
-@click.option("--by", "by", required=True, help="Approver's userid.")
+@as_option("an operator or manager who did not save it (审批人)")
 @click.option("--reason", required=True, help="Why (驳回原因).")
-def reject_command(code: str, by: str, reason: str) -> None:
+def reject_command(code: str, actor: str, reason: str) -> None:
     """Reject a campaign waiting for approval (驳回)."""
-    _decide("reject")(code, by, reason)
+    _decide("reject")(code, actor, reason)
 
 
 @campaign.command("cancel")
 @click.argument("code")
-@click.option("--by", "by", required=True, help="Your userid.")
-def cancel_command(code: str, by: str) -> None:
+@as_option("an operator or admin")
+def cancel_command(code: str, actor: str) -> None:
     """Cancel a campaign: no further runs, unconfirmed WeCom tasks are cancelled (取消)."""
-    _decide("cancel")(code, by)
+    _decide("cancel")(code, actor)
 
 
 @campaign.command("list")

@@ -2,7 +2,8 @@
 
 A replay puts the stored event back into the inbox under the dedup key ``<original>:replay:<id>`` (a new
 key, so the inbox does not drop it as a duplicate) and stamps ``replayed_at``. Replaying the same dead
-letter again does nothing unless ``--force``, which uses ``<original>:replay:<id>:<unix time>``.
+letter again does nothing unless ``--force``, which uses ``<original>:replay:<id>:<unix time>``. A replay is
+done ``--as`` a user holding ``deadletter.replay`` (admins) and audited as ``deadletter.replayed``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
+from bot.cli.identity import as_option
 from bot.inbox.base import InboxItem
 from bot.inbox.factory import make_inbox
 from bot.settings import Settings, load_settings
+from scrm import audit
+from scrm.accounts.actors import ActorRefused, require_actor
+from scrm.accounts.permissions import Permission
 from scrm.db import make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
 from scrm.errors import LianyiError, SettingsError
@@ -97,20 +102,25 @@ async def _load_letters(settings: Settings, limit: int) -> list[DeadLetter]:
 @deadletter.command("replay")
 @click.argument("letter_id", metavar="ID", type=int)
 @click.option("--force", is_flag=True, help="Replay again even if this dead letter was already replayed.")
-def replay_command(letter_id: int, force: bool) -> None:
+@as_option("an admin")
+def replay_command(letter_id: int, force: bool, actor: str) -> None:
     """Put the event of dead letter ID back into the inbox."""
-    message, code = _run(_settings(), lambda s: _replay(s, letter_id, force))
+    message, code = _run(_settings(), lambda s: _replay(s, letter_id, force, actor))
     click.echo(message)
     sys.exit(code)
 
 
-async def _replay(settings: Settings, letter_id: int, force: bool) -> tuple[str, int]:
+async def _replay(settings: Settings, letter_id: int, force: bool, actor: str) -> tuple[str, int]:
     engine = make_engine(settings.database_url)
     redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     factory = make_session_factory(engine)
     inbox = make_inbox(settings, session_factory=factory, redis=redis)
     try:
         async with factory() as session:
+            try:
+                await require_actor(session, actor, Permission.DEADLETTER_REPLAY)
+            except ActorRefused as exc:
+                return exc.message_zh, 1
             letter = await session.get(DeadLetter, letter_id)
         if letter is None:
             return f"死信 {letter_id} 不存在。", 1
@@ -131,7 +141,20 @@ async def _replay(settings: Settings, letter_id: int, force: bool) -> tuple[str,
         async with transaction(factory) as session:
             stored = await session.get(DeadLetter, letter_id)
             assert stored is not None
+            before = stored.model_dump()
             stored.replayed_at = utcnow()
+            session.add(stored)
+            await audit.record_change(
+                session,
+                stored.corp_id,
+                "deadletter.replayed",
+                "dead_letter",
+                str(letter_id),
+                actor=actor,
+                before=before,
+                after=stored.model_dump(),
+                detail={"dedup_key": key, "added": added},
+            )
         if not added:
             return f"死信 {letter_id} 的事件已在收件箱中（{key}），已标记为已重放。", 0
         return f"死信 {letter_id} 已重放，事件重新放入收件箱：{key}", 0

@@ -1,16 +1,24 @@
-"""``lianyi ingest messages FILE.jsonl``: import chat-archive (会话内容存档) messages, once each."""
+"""``lianyi ingest messages FILE.jsonl --as USER``: import chat-archive (会话内容存档) messages, once each.
+
+The importing user must hold ``message.import`` (admins); each run is audited as ``messages.imported`` with
+the counts and the SHA-256 of the file (never its text)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 from pathlib import Path
 
 import click
 
-from bot.cli.database import require_database
+from bot.cli.database import fail, require_database
+from bot.cli.identity import as_option
 from bot.runtime.services import build_services
 from bot.settings import Settings, load_settings
+from scrm import audit
+from scrm.accounts.actors import ActorRefused, require_actor
+from scrm.accounts.permissions import Permission
 from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
 from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record, store_message
@@ -18,8 +26,8 @@ from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record
 BATCH = 500  # messages per transaction
 
 
-async def import_messages(settings: Settings, document: str, *, source: str) -> tuple[int, int]:
-    """Validate every record, then store them in batches; returns (records, newly stored)."""
+async def import_messages(settings: Settings, document: str, *, source: str, actor: str) -> tuple[int, int]:
+    """Validate every record, then store them in batches as ``actor``; returns (records, newly stored)."""
     incoming = [
         parse_message_record(record, line=line, default_source=source) for line, record in load_records(document)
     ]
@@ -28,6 +36,8 @@ async def import_messages(settings: Settings, document: str, *, source: str) -> 
     stored = 0
     try:
         factory = make_session_factory(engine)
+        async with factory() as session:
+            await require_actor(session, actor, Permission.MESSAGE_IMPORT)
         for start in range(0, len(incoming), BATCH):
             async with write_transaction(factory) as session:
                 for item in incoming[start : start + BATCH]:
@@ -35,6 +45,14 @@ async def import_messages(settings: Settings, document: str, *, source: str) -> 
                         session, settings.corp_id, item, intent=services.intent, hooks=services, now=utcnow()
                     ):
                         stored += 1
+        async with write_transaction(factory) as session:
+            detail = {
+                "records": len(incoming),
+                "stored": stored,
+                "source": source,
+                "file_sha256": hashlib.sha256(document.encode("utf-8")).hexdigest(),
+            }
+            await audit.record(session, settings.corp_id, "messages.imported", "messages", "", detail, actor=actor)
     finally:
         await engine.dispose()
     return len(incoming), stored
@@ -54,7 +72,8 @@ def ingest() -> None:
     show_default=True,
     help="Source of records that name none (记录未写 source 时的来源).",
 )
-def ingest_messages(file: Path, source: str) -> None:
+@as_option("an admin")
+def ingest_messages(file: Path, source: str, actor: str) -> None:
     """Import messages from a JSON-lines FILE (- = stdin); records already stored are skipped (按 msgid 去重)."""
     settings = load_settings()
     require_database(settings.database_url)
@@ -63,7 +82,9 @@ def ingest_messages(file: Path, source: str) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"无法读取 {file}：{exc}") from exc
     try:
-        total, stored = asyncio.run(import_messages(settings, document, source=source))
+        total, stored = asyncio.run(import_messages(settings, document, source=source, actor=actor))
     except InvalidRecord as exc:
         raise click.ClickException(f"{file}：{exc.zh}（未导入任何消息）") from exc
+    except ActorRefused as exc:
+        fail(exc.message_zh)
     click.echo(f"读取 {total} 条，新增 {stored} 条，重复 {total - stored} 条")

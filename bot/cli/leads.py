@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import unicodedata
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,6 +13,7 @@ import click
 from sqlmodel import col, select
 
 from bot.cli.database import ToolFailure, require_database, run_with_corp
+from bot.cli.text_table import table
 from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
 from bot.web.leads_api import local_day_range, staff_token_secret
 from scrm.db import SessionFactory, make_engine, make_session_factory
@@ -38,19 +37,6 @@ def _timezone(settings: Settings | QuerySettings) -> str:
         return rules_in(settings.sop_dir).timezone
     except HandoffRulesError:
         return "Asia/Shanghai"
-
-
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table aligned for CJK text (wide characters count two columns)."""
-    cells = [[str(v) for v in headers], *[[str(v) for v in row] for row in rows]]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _minutes(stats: DurationStats) -> str:

@@ -2,14 +2,16 @@
 is saved, approved by a second person, sent and reported.
 
 The roster (dealers open all day, their staff as advisors, the scenario's 销售经理 as managers, a brand operator)
-is imported the way `lianyi roster import` does. A few customers write buying questions to ``/ingest/messages``
-(as a chat-archive puller would); the shipped intent rules score them H and the shipped handoff rules route each
-to the advisor who added them. The emulator's advisors (:mod:`bot.emulator.advisors`) accept through the staff
-lead API, except one who never does: the demo's clock then jumps past the accept SLA and the ladder's first rung
-(a reminder) fires. The campaign is saved by the operator, approved by a dealer manager, planned by the
-scheduler's campaign tick (after the clock jumps over quiet hours when it is night in China), created in WeCom
-by the outbox dispatcher and confirmed by the emulated group owners; its report is the one
-`lianyi campaign report` prints.
+is imported the way `lianyi roster import` does, by the demo's operator account (``demo_ops``); the campaign is
+approved by a manager's account (``demo_manager``, linked to the first 销售经理). Both accounts are seeded
+without a password: they act for the demo, nobody signs in with them. A few customers write buying questions
+to ``/ingest/messages`` (as a chat-archive puller would); the shipped intent rules score them H and the
+shipped handoff rules route each to the advisor who added them. The emulator's advisors
+(:mod:`bot.emulator.advisors`) accept through the staff lead API, except one who never does: the demo's clock
+then jumps past the accept SLA and the ladder's first rung (a reminder) fires. The campaign is saved by the
+operator, approved by a dealer manager, planned by the scheduler's campaign tick (after the clock jumps over
+quiet hours when it is night in China), created in WeCom by the outbox dispatcher and confirmed by the
+emulated group owners; its report is the one `lianyi campaign report` prints.
 
 Time is :class:`JumpingClock`: the wall clock plus an offset, shared by the emulator and the runtime.
 """
@@ -25,6 +27,7 @@ from datetime import timedelta
 
 import yaml
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.emulator.advisors import NEVER_ACCEPTS, AdvisorProfile, EmulatedPeople, LianyiEndpoints
 from bot.emulator.clock import VirtualClock
@@ -42,8 +45,10 @@ from scrm.leads.rules import rules_in
 from scrm.leads.staff_tokens import issue
 from scrm.leads.transitions import status_name
 from scrm.models import CampaignBatch, CampaignRun, Dealer, FollowRelation, Lead, LeadEvent, Staff
+from scrm.models.accounts import User, UserRole
 
 OPERATOR = "demo_ops"
+MANAGER = "demo_manager"
 SLA_EVENTS = ("sla_remind", "sla_manager", "sla_reassign", "sla_pool")
 CAMPAIGN_CODE = "demo_test_drive"
 HOT_CUSTOMERS = 6
@@ -122,7 +127,10 @@ async def import_demo_roster(stack: LocalStack) -> None:
         raise RuntimeError("; ".join(str(p) for p in problems))
     stack.state.add_staff(OPERATOR, "品牌运营", "", position="品牌运营")
     async with write_transaction(stack.session_factory) as session:
-        await import_roster(session, stack.state.corp_id, roster)
+        session.add(User(username=OPERATOR, display_name="品牌运营", role=UserRole.OPERATOR.value))
+        await session.flush()
+        await import_roster(session, stack.state.corp_id, roster, actor=OPERATOR)
+        await _add_manager_account(session)
 
 
 async def _hot_customers(stack: LocalStack, advisors: set[str]) -> list[FollowRelation]:
@@ -223,21 +231,30 @@ async def summarise_leads(stack: LocalStack, report: JourneyReport) -> None:
     report.sla_rungs = [(e.lead_id, e.kind, str((e.detail or {}).get("advisor", ""))) for e in events]
 
 
-async def _approver(stack: LocalStack) -> str:
-    """A dealer manager of the roster (never the campaign's author)."""
-    async with stack.session_factory() as session:
-        statement = select(Staff.userid).where(Staff.role == "manager").order_by(col(Staff.userid))
-        found = (await session.exec(statement)).first()
-    if found is None:
+async def _add_manager_account(session: AsyncSession) -> None:
+    """The account of the roster's first dealer manager (``MANAGER``), who approves the campaign."""
+    statement = select(Staff).where(Staff.role == "manager").order_by(col(Staff.userid))
+    found = (await session.exec(statement)).first()
+    if found is None or found.dealer_id is None:
         raise RuntimeError("demo: the roster has no manager to approve the campaign")
-    return found
+    dealer = await session.get(Dealer, found.dealer_id)
+    assert dealer is not None
+    session.add(
+        User(
+            username=MANAGER,
+            display_name=found.name or found.userid,
+            role=UserRole.MANAGER.value,
+            dealer_code=dealer.code,
+            staff_userid=found.userid,
+        )
+    )
 
 
 async def run_campaign(stack: LocalStack, clock: JumpingClock, report: JourneyReport) -> None:
     """Save (operator), approve (a manager), let the scheduler plan and the dispatcher send it, then report."""
     corp = stack.state.corp_id
     spec = CampaignSpec.model_validate(CAMPAIGN)
-    report.campaign_approver = await _approver(stack)
+    report.campaign_approver = MANAGER
     async with write_transaction(stack.session_factory) as session:
         await service.save_campaign(session, corp, spec, by=OPERATOR, now=clock.utcnow())
     policy = campaign_policy(stack.settings)

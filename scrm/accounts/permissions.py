@@ -23,6 +23,8 @@ class Permission(StrEnum):
     USER_ADMIN = "user.admin"  # add, disable, passwords, sessions, staff tokens
     PRIVACY = "privacy"  # export, erase
     AUDIT_READ = "audit.read"
+    MESSAGE_IMPORT = "message.import"  # lianyi ingest messages
+    DEADLETTER_REPLAY = "deadletter.replay"  # put a dead-lettered event back into the inbox
 
 
 _ALL = frozenset(Permission)

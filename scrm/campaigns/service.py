@@ -6,7 +6,10 @@ Status of a campaign::
       │             └──reject──▶ rejected (saving a changed file asks for approval again)
       └──(no approval needed)──▶ scheduled
 
-Approval is by an active operator or dealer manager of the roster who is not the campaign's author. A run is
+Every change is made by a user (``by``, a username) resolved with :func:`scrm.accounts.actors.require_actor`:
+saving and cancelling need ``campaign.edit``, approving and rejecting ``campaign.approve`` (operators and dealer
+managers), and nobody approves or rejects a campaign they saved last. Each change is audited with digests of
+the campaign row before and after. A run is
 due when ``next_run_at`` has passed and the campaign is scheduled; inside the policy's quiet hours it waits
 for their end (a run deferred longer than ``max_defer_days`` is recorded as skipped). Planning a run and
 moving ``next_run_at`` on commit together (see :mod:`scrm.campaigns.planner`).
@@ -24,6 +27,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm import audit
+from scrm.accounts.actors import require_actor
+from scrm.accounts.permissions import Permission
 from scrm.campaigns.content import CampaignRenderError
 from scrm.campaigns.run_writer import plan_run
 from scrm.campaigns.spec import CampaignSpec, slot_of
@@ -43,8 +48,6 @@ from scrm.models import (
     CommandStatus,
     OutboxCommand,
     RunStatus,
-    Staff,
-    StaffRole,
     TargetStatus,
 )
 from scrm.rows import ensure_corp
@@ -52,7 +55,6 @@ from scrm.timing import next_cron_fire
 
 log = logging.getLogger(__name__)
 
-APPROVER_ROLES = frozenset({StaffRole.OPERATOR.value, StaffRole.MANAGER.value})
 STATUS_CN = {
     CampaignStatus.PENDING_APPROVAL.value: "待审批",
     CampaignStatus.REJECTED.value: "已驳回",
@@ -86,6 +88,7 @@ def spec_of(campaign: Campaign) -> CampaignSpec:
 async def save_campaign(session: AsyncSession, corp_id: str, spec: CampaignSpec, *, by: str, now: datetime) -> Saved:
     """Create the campaign ``spec.code`` or replace its definition. Saving an identical file changes nothing;
     a changed one needs approval again (when it asks for approval) and counts its schedule from ``now``."""
+    await require_actor(session, by, Permission.CAMPAIGN_EDIT)
     await ensure_corp(session, corp_id)
     digest = spec.spec_hash()
     existing = (
@@ -100,6 +103,7 @@ async def save_campaign(session: AsyncSession, corp_id: str, spec: CampaignSpec,
             raise CampaignError(f"群发活动 {spec.code} 已发送完毕，不能再修改；请换一个编码")
     if spec.first_run_at(now) is None:
         raise CampaignError(f"群发活动 {spec.code} 的 until（{spec.schedule.until}）早于第一次发送时间，不会发送")
+    before = existing.model_dump() if existing is not None else None
     campaign = existing or Campaign(
         corp_id=corp_id,
         code=spec.code,
@@ -119,50 +123,71 @@ async def save_campaign(session: AsyncSession, corp_id: str, spec: CampaignSpec,
     campaign.next_run_at = spec.first_run_at(now)
     campaign.requires_approval = spec.approval
     campaign.status = (CampaignStatus.PENDING_APPROVAL if spec.approval else CampaignStatus.SCHEDULED).value
-    campaign.created_by = by or campaign.created_by
+    campaign.created_by = by
     campaign.approved_by, campaign.approved_at, campaign.rejected_reason = "", None, ""
     campaign.updated_at = now
     session.add(campaign)
     await session.flush()
     outcome = "updated" if existing is not None else "created"
-    await audit.record(session, corp_id, f"campaign.{outcome}", "campaign", spec.code, {"hash": digest}, actor=by)
+    await _audit(session, campaign, f"campaign.{outcome}", by, before, {"hash": digest})
     return Saved(campaign, outcome)
 
 
-async def _approver(session: AsyncSession, corp_id: str, userid: str) -> Staff:
-    member = (await session.exec(select(Staff).where(Staff.corp_id == corp_id, Staff.userid == userid))).first()
-    if member is None or not member.active:
-        raise CampaignError(f"审批人 {userid} 不在花名册中或已停用")
-    if member.role not in APPROVER_ROLES:
-        raise CampaignError(f"{userid} 的角色是 {member.role}，只有运营（operator）或经理（manager）可以审批群发")
-    return member
+async def _audit(
+    session: AsyncSession,
+    campaign: Campaign,
+    action: str,
+    by: str,
+    before: dict[str, object] | None,
+    detail: dict[str, object],
+) -> None:
+    await session.flush()
+    await audit.record_change(
+        session,
+        campaign.corp_id,
+        action,
+        "campaign",
+        campaign.code,
+        actor=by,
+        before=before,
+        after=campaign.model_dump(),
+        detail=detail,
+    )
+
+
+async def _pending_for_decision(session: AsyncSession, corp_id: str, code: str, by: str, verb: str) -> Campaign:
+    """The pending campaign ``code`` if ``by`` may approve or reject it (an approver who did not save it)."""
+    await require_actor(session, by, Permission.CAMPAIGN_APPROVE)
+    campaign = await get_campaign(session, corp_id, code)
+    if campaign.status != CampaignStatus.PENDING_APPROVAL.value:
+        status = STATUS_CN.get(campaign.status, campaign.status)
+        raise CampaignError(f"群发活动 {code} 当前状态为{status}，{'不需要审批' if verb == 'approve' else '不能驳回'}")
+    if by == campaign.created_by:
+        raise CampaignError(
+            f"创建人不能{'审批' if verb == 'approve' else '驳回'}自己的群发活动，请由另一位运营或经理处理"
+        )
+    return campaign
 
 
 async def approve(session: AsyncSession, corp_id: str, code: str, *, by: str, now: datetime) -> Campaign:
-    campaign = await get_campaign(session, corp_id, code)
-    if campaign.status != CampaignStatus.PENDING_APPROVAL.value:
-        raise CampaignError(f"群发活动 {code} 当前状态为{STATUS_CN.get(campaign.status, campaign.status)}，不需要审批")
-    await _approver(session, corp_id, by)
-    if by == campaign.created_by:
-        raise CampaignError("创建人不能审批自己的群发活动，请由另一位运营或经理审批")
+    campaign = await _pending_for_decision(session, corp_id, code, by, "approve")
+    before = campaign.model_dump()
     campaign.status = CampaignStatus.SCHEDULED.value
     campaign.approved_by, campaign.approved_at, campaign.updated_at = by, now, now
     session.add(campaign)
-    await audit.record(session, corp_id, "campaign.approved", "campaign", code, {"hash": campaign.spec_hash}, actor=by)
+    await _audit(session, campaign, "campaign.approved", by, before, {"hash": campaign.spec_hash})
     return campaign
 
 
 async def reject(session: AsyncSession, corp_id: str, code: str, *, by: str, reason: str, now: datetime) -> Campaign:
-    campaign = await get_campaign(session, corp_id, code)
-    if campaign.status != CampaignStatus.PENDING_APPROVAL.value:
-        raise CampaignError(f"群发活动 {code} 当前状态为{STATUS_CN.get(campaign.status, campaign.status)}，不能驳回")
+    campaign = await _pending_for_decision(session, corp_id, code, by, "reject")
     if not reason.strip():
         raise CampaignError("驳回需要填写原因")
-    await _approver(session, corp_id, by)
+    before = campaign.model_dump()
     campaign.status = CampaignStatus.REJECTED.value
     campaign.rejected_reason, campaign.updated_at = reason.strip()[:512], now
     session.add(campaign)
-    await audit.record(session, corp_id, "campaign.rejected", "campaign", code, {"reason": reason}, actor=by)
+    await _audit(session, campaign, "campaign.rejected", by, before, {"reason": reason})
     return campaign
 
 
@@ -170,9 +195,11 @@ async def cancel(session: AsyncSession, corp_id: str, code: str, *, by: str, now
     """Cancel the campaign: no further run; batches whose command has not started are withdrawn; tasks already
     created are cancelled at WeCom by the tracking tick (those the owner already sent stay sent). Returns how
     many batches were withdrawn before reaching WeCom."""
+    await require_actor(session, by, Permission.CAMPAIGN_EDIT)
     campaign = await get_campaign(session, corp_id, code)
     if campaign.status == CampaignStatus.CANCELLED.value:
         return 0
+    before = campaign.model_dump()
     campaign.status, campaign.next_run_at = CampaignStatus.CANCELLED.value, None
     campaign.cancelled_by, campaign.cancelled_at, campaign.updated_at = by, now, now
     session.add(campaign)
@@ -220,7 +247,7 @@ async def cancel(session: AsyncSession, corp_id: str, code: str, *, by: str, now
             .where(col(CampaignBatch.run_id) == run.id, col(CampaignBatch.status) == BatchStatus.CREATED.value)
             .values(next_track_at=now)
         )
-    await audit.record(session, corp_id, "campaign.cancelled", "campaign", code, {"withdrawn": withdrawn}, actor=by)
+    await _audit(session, campaign, "campaign.cancelled", by, before, {"withdrawn": withdrawn})
     return withdrawn
 
 

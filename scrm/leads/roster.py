@@ -7,7 +7,9 @@
 - :func:`import_roster` checks what needs the database (a staff member's dealer must be in the roster or
   already stored; a userid WeCom sync has not seen is a warning, an error with ``strict``), then upserts
   dealers by (corp, code) and staff by (corp, userid) in the caller's transaction. Fields absent from the
-  file are left as they are, so a second import of the same file changes nothing.
+  file are left as they are, so a second import of the same file changes nothing. The importing user
+  (``actor``) must hold ``roster.import``; the import is audited (``roster.imported``: the files, the counts,
+  and digests of the touched dealer and staff rows before and after).
 
 Staff rows normally come from WeCom sync (:mod:`scrm.sync.staff`). A row the roster creates for a userid sync
 never saw carries ``extra["roster_unmatched"] = True`` so that later imports still warn about it.
@@ -23,6 +25,9 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm import audit
+from scrm.accounts.actors import require_actor
+from scrm.accounts.permissions import Permission
 from scrm.leads.roster_csv import read_csv_roster
 from scrm.leads.roster_fields import (
     DealerEntry,
@@ -114,11 +119,39 @@ def _read_file(path: Path) -> tuple[Roster, list[RosterProblem]]:
     return read_yaml_roster(text, name)
 
 
-async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, strict: bool = False) -> ImportSummary:
-    """Upsert ``roster`` into ``corp_id`` in the session's transaction (the caller commits or rolls back).
+async def import_roster(
+    session: AsyncSession, corp_id: str, roster: Roster, *, actor: str, strict: bool = False
+) -> ImportSummary:
+    """Upsert ``roster`` into ``corp_id`` in the session's transaction (the caller commits or rolls back) as the
+    user ``actor`` (``ActorRefused`` unless they may import), and audit it.
 
     Raises :class:`RosterError` before writing anything when a staff member names a dealer that is neither in
     the roster nor stored, or (``strict``) when a userid is not a known WeCom member."""
+    await require_actor(session, actor, Permission.ROSTER_IMPORT)
+    summary, before, after = await _upsert(session, corp_id, roster, strict=strict)
+    detail = {
+        "files": [Path(name).name for name in roster.files],
+        "dealers": {"created": summary.dealers_created, "updated": summary.dealers_updated},
+        "staff": {"created": summary.staff_created, "updated": summary.staff_updated},
+    }
+    await audit.record_change(
+        session, corp_id, "roster.imported", "roster", corp_id, actor=actor, before=before, after=after, detail=detail
+    )
+    return summary
+
+
+def _rows_fields(dealers: dict[str, Dealer], members: dict[str, Staff]) -> dict[str, Any]:
+    """The touched rows as the audit digests them (keyed by dealer code and userid)."""
+    return {
+        "dealers": {code: row.model_dump() for code, row in sorted(dealers.items())},
+        "staff": {userid: row.model_dump() for userid, row in sorted(members.items())},
+    }
+
+
+async def _upsert(
+    session: AsyncSession, corp_id: str, roster: Roster, *, strict: bool
+) -> tuple[ImportSummary, dict[str, Any], dict[str, Any]]:
+    """The upsert of :func:`import_roster`: its summary and the touched rows' fields before and after."""
     dealer_codes = [d.code for d in roster.dealers]
     referenced = sorted({s.dealer_code for s in roster.staff if s.dealer_code} - set(dealer_codes))
     dealers = {d.code: d for d in await _load(session, Dealer, Dealer.code, corp_id, [*dealer_codes, *referenced])}
@@ -126,6 +159,7 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
         s.userid: s for s in await _load(session, Staff, Staff.userid, corp_id, [s.userid for s in roster.staff])
     }
     warnings = _check_staff(roster, set(referenced), dealers, members, strict=strict)
+    before = _rows_fields(dealers, members)
     await ensure_corp(session, corp_id)
     counts = {"dealers": [0, 0, 0], "staff": [0, 0, 0]}  # created, updated, unchanged
     for dealer_entry in roster.dealers:
@@ -144,7 +178,9 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
             values["dealer_id"] = dealers[entry.dealer_code].id
         member = members.get(entry.userid)
         if member is None:
-            session.add(Staff(corp_id=corp_id, userid=entry.userid, extra={ROSTER_UNMATCHED: True}, **values))
+            member = Staff(corp_id=corp_id, userid=entry.userid, extra={ROSTER_UNMATCHED: True}, **values)
+            session.add(member)
+            members[entry.userid] = member
             counts["staff"][0] += 1
         else:
             counts["staff"][1 if assign(member, values) else 2] += 1
@@ -153,7 +189,7 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
         counts["dealers"],
         counts["staff"],
     )
-    return ImportSummary(
+    summary = ImportSummary(
         dealers_created,
         dealers_updated,
         dealers_unchanged,
@@ -162,6 +198,7 @@ async def import_roster(session: AsyncSession, corp_id: str, roster: Roster, *, 
         staff_unchanged,
         tuple(warnings),
     )
+    return summary, before, _rows_fields(dealers, members)
 
 
 def _check_staff(

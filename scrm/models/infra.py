@@ -116,15 +116,19 @@ class DeadLetter(SQLModel, table=True):
 
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_subject", "corp_id", "subject_type", "subject_id"),)
+    __table_args__ = (
+        Index("ix_audit_subject", "corp_id", "subject_type", "subject_id"),
+        Index("ix_audit_created", "created_at"),  # lianyi audit list: newest first
+        Index("ix_audit_actor_created", "actor", "created_at"),  # … of one user (--user)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     corp_id: str = Field(default="", max_length=64, index=True)
-    actor: str = Field(default="system", max_length=128)
+    actor: str = Field(default="system", max_length=128)  # the acting user's username, or "system"
     action: str = Field(max_length=64)
     subject_type: str = Field(default="", max_length=32)
     subject_id: str = Field(default="", max_length=128)
-    detail: dict[str, Any] | None = json_field()
+    detail: dict[str, Any] | None = json_field()  # counts, reasons; before_sha256 / after_sha256 (scrm.audit)
     created_at: datetime = ts_field(default_now=True)
 
 

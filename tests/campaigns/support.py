@@ -37,6 +37,7 @@ from scrm.models import (
 from scrm.rows import ensure_corp
 from tests.conftest import TEST_CORP_ID, make_settings
 from tests.outbox.emulated_world import run_until_idle
+from tests.users_support import add_accounts
 
 SECRET = "test-secret"
 AGENT_ID = 1000002
@@ -193,6 +194,8 @@ def make_state(clock: VirtualClock) -> EmulatorState:
 async def campaign_world(
     sessions: SessionFactory, *, start: datetime = FRIDAY_7PM, auto_confirm: bool = True, **settings: Any
 ) -> AsyncIterator[CampaignWorld]:
+    """The world, with the accounts of :data:`tests.users_support.STAFF_ACCOUNTS` (who save and approve)."""
+    await add_accounts(sessions)
     clock = VirtualClock(start=start.timestamp())
     state = make_state(clock)
     state.groupmsg_auto_confirm = auto_confirm

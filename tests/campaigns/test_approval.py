@@ -1,18 +1,21 @@
-"""Campaign approval: who may approve or reject, what a pending / rejected campaign does (nothing), what saving
-the file again does to an approval, and the audit trail (scrm.campaigns.service)."""
+"""Campaign approval: who may approve or reject (real users, never the author), what a pending / rejected
+campaign does (nothing), what saving the file again does to an approval, and the audit trail
+(scrm.campaigns.service)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 from sqlmodel import col, select
 
+from scrm.accounts.actors import ActorRefused
+from scrm.audit import canonical_digest
 from scrm.campaigns.service import CampaignError, Saved, approve, cancel, get_campaign, reject, save_campaign
 from scrm.campaigns.spec import CampaignSpec
 from scrm.db import SessionFactory, transaction
-from scrm.models import AuditLog, Campaign, CampaignStatus, RunStatus, Staff, StaffRole
-from scrm.rows import ensure_corp
+from scrm.models import AuditLog, Campaign, CampaignStatus, RunStatus
 from tests.campaigns.support import CampaignWorld, campaign_world, group_spec, spec
 from tests.conftest import TEST_CORP_ID
 
@@ -21,24 +24,9 @@ APPROVAL = "approval: true\n"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-async def add_roster(world: CampaignWorld) -> None:
-    """The author and possible approvers in Lianyi's roster (the group owners are advisors)."""
-    async with transaction(world.sessions) as session:
-        await ensure_corp(session, TEST_CORP_ID)
-        for userid, role, active in [
-            (AUTHOR, StaffRole.OPERATOR, True),
-            ("operator2", StaffRole.OPERATOR, True),
-            ("manager1", StaffRole.MANAGER, True),
-            ("advisor1", StaffRole.ADVISOR, True),
-            ("other1", StaffRole.OTHER, True),
-            ("operator_gone", StaffRole.OPERATOR, False),
-        ]:
-            session.add(Staff(corp_id=TEST_CORP_ID, userid=userid, name=userid, role=role.value, active=active))
-
-
 async def prepared(world: CampaignWorld) -> None:
+    """Groups to push to; the accounts (author, approvers, an advisor, a disabled operator) come with the world."""
     await world.seed_groups(owners=2, groups_per_owner=2)
-    await add_roster(world)
 
 
 async def save(world: CampaignWorld, spec: CampaignSpec, *, by: str = AUTHOR) -> Saved:
@@ -76,20 +64,23 @@ async def test_pending_campaign_is_not_planned(session_factory: SessionFactory) 
 
 
 @pytest.mark.parametrize(
-    ("approver", "expected"),
+    ("approver", "refusal", "expected"),
     [
-        (AUTHOR, "创建人不能审批"),
-        ("advisor1", "只有运营（operator）或经理（manager）可以审批"),
-        ("other1", "只有运营（operator）或经理（manager）可以审批"),
-        ("nobody", "不在花名册中或已停用"),
-        ("operator_gone", "不在花名册中或已停用"),
+        (AUTHOR, CampaignError, "创建人不能审批"),
+        ("advisor1", ActorRefused, "用户 advisor1（销售顾问）无权执行此操作（campaign.approve）"),
+        ("admin1", CampaignError, None),  # admins hold every permission: refused only when they saved it
+        ("nobody", ActorRefused, "没有用户 nobody"),
+        ("operator_gone", ActorRefused, "用户 operator_gone 已停用"),
     ],
 )
-async def test_approval_refused(session_factory: SessionFactory, approver: str, expected: str) -> None:
+async def test_approval_refused(
+    session_factory: SessionFactory, approver: str, refusal: type[Exception], expected: str | None
+) -> None:
     async with campaign_world(session_factory) as world:
         await prepared(world)
-        await save(world, group_spec(extra=APPROVAL))
-        with pytest.raises(CampaignError) as refused:
+        await save(world, group_spec(extra=APPROVAL), by=approver if expected is None else AUTHOR)
+        expected = expected or "创建人不能审批"
+        with pytest.raises(refusal) as refused:
             await do_approve(world, approver)
         assert expected in str(refused.value)
         assert CJK.search(str(refused.value))
@@ -124,8 +115,10 @@ async def test_rejection_needs_a_reason_and_stops_the_campaign(session_factory: 
         for blank in ("", "   "):
             with pytest.raises(CampaignError, match="驳回需要填写原因"):
                 await do_reject(world, "manager1", blank)
-        with pytest.raises(CampaignError, match="只有运营"):
+        with pytest.raises(ActorRefused, match="无权执行此操作"):
             await do_reject(world, "advisor1", "文案不合规")
+        with pytest.raises(CampaignError, match="创建人不能驳回"):
+            await do_reject(world, AUTHOR, "自己驳回自己")
         assert (await current(world)).status == CampaignStatus.PENDING_APPROVAL.value
         rejected = await do_reject(world, "manager1", "  文案不合规，请修改  ")
         assert rejected.status == CampaignStatus.REJECTED.value
@@ -250,5 +243,12 @@ async def test_audit_trail(session_factory: SessionFactory) -> None:
             ("campaign.approved", "operator2"),
         ]
         assert all(r.corp_id == TEST_CORP_ID for r in rows)
-        assert rows[1].detail == {"reason": "请改文案"}
-        assert rows[3].detail == {"hash": group_spec(extra=APPROVAL, text="第二版").spec_hash()}
+        details = [r.detail or {} for r in rows]
+        assert details[1]["reason"] == "请改文案"
+        assert details[3]["hash"] == group_spec(extra=APPROVAL, text="第二版").spec_hash()
+        assert details[0]["before_sha256"] is None  # created: nothing before
+        for earlier, later in itertools.pairwise(details):
+            assert later["before_sha256"] == earlier["after_sha256"]  # each change starts where the last ended
+            assert later["before_sha256"] != later["after_sha256"]
+        stored = await current(world)
+        assert details[3]["after_sha256"] == canonical_digest(stored.model_dump())  # the row as it is now

@@ -17,6 +17,7 @@ from scrm.rows import ensure_corp
 from tests.campaigns.support import FRIDAY_7PM, OPEN_POLICY, CampaignWorld, campaign_world, group_spec, spec
 from tests.campaigns.test_quota import seed_contacts
 from tests.conftest import TEST_CORP_ID, create_sqlite_database
+from tests.users_support import add_accounts
 
 
 def test_batch_limits() -> None:
@@ -167,6 +168,7 @@ async def test_batch_keys_are_deterministic(session_factory: SessionFactory, tmp
         try:
             second = make_session_factory(engine)
             await copy_world_reversed(world.sessions, second)
+            await add_accounts(second)
             async with transaction(second) as session:
                 await save_campaign(session, TEST_CORP_ID, group_spec(), by="operator1", now=FRIDAY_7PM)
             assert await plan_shape(second, "friday") == first

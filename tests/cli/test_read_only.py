@@ -233,7 +233,7 @@ async def test_render_takes_the_external_userid_or_the_contact_number(tmp_path: 
     assert unknown.err.startswith(f"找不到客户 {number + 100}（企业 {CORP}）；--contact 需要客户的 external_userid")
 
 
-@pytest.mark.parametrize("command", [("campaign", "approve", "spring", "--by", "op2"), ("staff", "token", "zhangsan")])
+@pytest.mark.parametrize("command", [("campaign", "approve", "spring", "--as", "op2"), ("staff", "token", "zhangsan")])
 async def test_commands_that_write_say_the_same_line(tmp_path: Path, command: tuple[str, ...]) -> None:
     wecom = {"corp_id": TEST_CORP_ID, "callback_token": TEST_TOKEN, "callback_aes_key": TEST_AES_KEY}
     ran = await lianyi(*command, cwd=tmp_path, sop_dir=str(sop_folder(tmp_path)), **wecom)

@@ -38,8 +38,10 @@ from scrm.models import (
     CampaignTarget,
     OutboxCommand,
 )
+from scrm.models.accounts import UserRole
 from tests.campaigns.support import AGENT_ID, SECRET, make_state, seed_owner_groups, spec
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.users_support import Account, add_accounts
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 # the campaign ticks read policy.yaml from LIANYI_SOP_DIR: no quiet hours (CI runs at night too), no caps
@@ -185,6 +187,7 @@ class CrashWorld:
     async def save(self, campaign: CampaignSpec) -> Campaign:
         from scrm.campaigns.service import save_campaign
 
+        await add_accounts(self.sessions, (Account("operator1", UserRole.OPERATOR),))  # who saves it
         async with transaction(self.sessions) as session:
             saved = await save_campaign(session, TEST_CORP_ID, campaign, by="operator1", now=utcnow())
         return saved.campaign

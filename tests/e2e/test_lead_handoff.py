@@ -32,8 +32,10 @@ from bot.web.leads_api import staff_token_secret
 from scrm.db_types import utcnow
 from scrm.leads.staff_tokens import issue
 from scrm.models import Contact, CustomerTransfer, Lead, LeadEvent
+from scrm.models.accounts import UserRole
 from tests.e2e import lead_world as world
 from tests.e2e.lead_world import INGEST_TOKEN, POOL, RULE_OF, Customer
+from tests.users_support import Account, add_accounts
 
 pytestmark = pytest.mark.slow
 
@@ -186,8 +188,10 @@ async def test_lead_handoff_end_to_end(pg_url: str, redis_url: str, redis_prefix
             roster_file.write_text(world.roster_yaml(DEALERS), "utf-8")
             roster_env = world.lianyi_env(stack, sop_dir, "roster")
             cold = [c for c in customers if not c.hot][: len(bases)]
+            await add_accounts(stack.session_factory, (Account("brand_ops", UserRole.OPERATOR),))
             (code, output), _ = await asyncio.gather(
-                world.run_cli(roster_env, "roster", "import", str(roster_file)), _warm_up(http, bases, cold)
+                world.run_cli(roster_env, "roster", "import", str(roster_file), "--as", "brand_ops"),
+                _warm_up(http, bases, cold),
             )
             assert code == 0, output
             assert "新增门店 0" in output and "警告" not in output, output  # the sync made the dealers; nobody unknown

@@ -14,13 +14,17 @@ from sqlmodel import select
 
 from bot.cli import cli
 from scrm.db import SessionFactory
-from scrm.models import Message
+from scrm.models import AuditLog, Message
+from scrm.models.accounts import UserRole
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 from tests.ingest.conftest import SOP_DIR
+from tests.users_support import Account, add_accounts
 
 
 @pytest.fixture
-def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+async def runner(database_url: str, session_factory: SessionFactory, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """The CLI's settings, and an admin (``admin1``, who may import) and an operator (``op1``, who may not)."""
+    await add_accounts(session_factory, (Account("admin1", UserRole.ADMIN), Account("op1", UserRole.OPERATOR)))
     for name, value in {
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
@@ -46,11 +50,11 @@ async def test_import_counts_new_and_duplicate_messages(
         for n in range(3)
     ]
     first = await asyncio.to_thread(
-        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "a.jsonl", *records[:2]))]
+        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "a.jsonl", *records[:2])), "--as", "admin1"]
     )
     assert (first.exit_code, first.output.strip()) == (0, "读取 2 条，新增 2 条，重复 0 条")
     again = await asyncio.to_thread(
-        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "b.jsonl", *records))]
+        runner.invoke, cli, ["ingest", "messages", str(_write(tmp_path / "b.jsonl", *records)), "--as", "admin1"]
     )
     assert again.output.strip() == "读取 3 条，新增 1 条，重复 2 条"
     async with session_factory() as session:
@@ -60,8 +64,27 @@ async def test_import_counts_new_and_duplicate_messages(
 async def test_a_bad_line_imports_nothing(runner: CliRunner, tmp_path: Path, session_factory: SessionFactory) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"msgid": "ok", "sent_at": 1, "external_userid": "wm1"}\n{"msgid": 5}\n', encoding="utf-8")
-    result = await asyncio.to_thread(runner.invoke, cli, ["ingest", "messages", str(path)])
+    result = await asyncio.to_thread(runner.invoke, cli, ["ingest", "messages", str(path), "--as", "admin1"])
     assert result.exit_code == 1
     assert "第 2 行：msgid 必须是字符串" in result.output
     async with session_factory() as session:
         assert (await session.exec(select(Message))).all() == []
+
+
+async def test_only_an_admin_imports_and_the_import_is_audited(
+    runner: CliRunner, tmp_path: Path, session_factory: SessionFactory
+) -> None:
+    path = _write(
+        tmp_path / "a.jsonl", {"msgid": "m1", "sent_at": 1763870400, "external_userid": "wm1", "text": "买车"}
+    )
+    refused = await asyncio.to_thread(runner.invoke, cli, ["ingest", "messages", str(path), "--as", "op1"])
+    assert (refused.exit_code, refused.output.strip()) == (1, "用户 op1（运营）无权执行此操作（message.import）")
+    async with session_factory() as session:
+        assert (await session.exec(select(Message))).all() == []
+    done = await asyncio.to_thread(runner.invoke, cli, ["ingest", "messages", str(path), "--as", "admin1"])
+    assert done.exit_code == 0, done.output
+    async with session_factory() as session:
+        (row,) = (await session.exec(select(AuditLog).where(AuditLog.action == "messages.imported"))).all()
+    assert row.actor == "admin1"
+    assert (row.detail or {})["records"] == 1 and (row.detail or {})["stored"] == 1
+    assert "买车" not in str(row.detail)  # the file's digest, never its text

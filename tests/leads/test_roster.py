@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.cli import cli
+from scrm.audit import canonical_digest
 from scrm.db import SessionFactory
 from scrm.leads.roster import ROSTER_UNMATCHED, RosterError, import_roster, parse_roster, parse_rosters
-from scrm.models import Corp, Dealer, Staff
+from scrm.models import AuditLog, Corp, Dealer, Staff
+from scrm.models.accounts import UserRole
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.users_support import Account, add_accounts
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ROLES = "advisor（顾问/销售顾问）、manager（经理/店长/销售经理）、operator（运营）"
@@ -193,15 +196,15 @@ def test_shipped_examples_parse() -> None:
 # -- import -------------------------------------------------------------------------------------------
 
 
-async def test_examples_import_cleanly_and_idempotently(session_factory: SessionFactory) -> None:
+async def test_examples_import_cleanly_and_idempotently(session_factory: SessionFactory, importer: str) -> None:
     roster = parse_rosters(EXAMPLES)
     async with session_factory() as session, session.begin():
-        first = await import_roster(session, TEST_CORP_ID, roster)
+        first = await import_roster(session, TEST_CORP_ID, actor=importer, roster=roster)
     assert (first.dealers_created, first.staff_created, first.dealers_updated, first.staff_updated) == (4, 11, 0, 0)
     assert len(first.warnings) == 11
     assert "企业微信中未找到成员 zhangwei" in str(first.warnings[0])
     async with session_factory() as session, session.begin():
-        again = await import_roster(session, TEST_CORP_ID, roster)
+        again = await import_roster(session, TEST_CORP_ID, actor=importer, roster=roster)
     assert (again.dealers_unchanged, again.staff_unchanged, again.dealers_created, again.staff_created) == (4, 11, 0, 0)
     assert (again.dealers_updated, again.staff_updated) == (0, 0)
     async with session_factory() as session:
@@ -220,7 +223,7 @@ async def test_examples_import_cleanly_and_idempotently(session_factory: Session
 
 
 async def test_update_leaves_absent_fields_and_matches_synced_members(
-    session_factory: SessionFactory, tmp_path: Path
+    session_factory: SessionFactory, importer: str, tmp_path: Path
 ) -> None:
     async with session_factory() as session, session.begin():
         session.add(Corp(corp_id=TEST_CORP_ID))
@@ -231,7 +234,7 @@ async def test_update_leaves_absent_fields_and_matches_synced_members(
         tmp_path, "r.yaml", "dealers:\n  - code: BJ1\n    name: 北京店\nstaff:\n  - userid: zw\n    dealer: BJ1\n"
     )
     async with session_factory() as session, session.begin():
-        summary = await import_roster(session, TEST_CORP_ID, parse_roster(path), strict=True)
+        summary = await import_roster(session, TEST_CORP_ID, actor=importer, roster=parse_roster(path), strict=True)
     assert (summary.dealers_updated, summary.staff_updated, summary.warnings) == (1, 1, ())
     assert summary.text() == "新增门店 0，更新门店 1，门店未变化 0；新增成员 0，更新成员 1，成员未变化 0"
     async with session_factory() as session:
@@ -247,7 +250,9 @@ async def test_update_leaves_absent_fields_and_matches_synced_members(
     )
 
 
-async def test_unknown_dealer_and_strict_members_write_nothing(session_factory: SessionFactory, tmp_path: Path) -> None:
+async def test_unknown_dealer_and_strict_members_write_nothing(
+    session_factory: SessionFactory, importer: str, tmp_path: Path
+) -> None:
     path = write(
         tmp_path,
         "r.yaml",
@@ -256,7 +261,7 @@ async def test_unknown_dealer_and_strict_members_write_nothing(session_factory: 
     roster = parse_roster(path)
     async with session_factory() as session:
         with pytest.raises(RosterError) as caught:
-            await import_roster(session, TEST_CORP_ID, roster)
+            await import_roster(session, TEST_CORP_ID, actor=importer, roster=roster)
         await session.rollback()
     assert [str(p) for p in caught.value.problems] == [
         f"{path}:5:13 门店 SH9 不存在：本次导入和数据库中都没有这个门店代码"
@@ -264,7 +269,11 @@ async def test_unknown_dealer_and_strict_members_write_nothing(session_factory: 
     async with session_factory() as session:
         with pytest.raises(RosterError) as caught:
             await import_roster(
-                session, TEST_CORP_ID, parse_roster(write(tmp_path, "s.csv", "userid\nls\n")), strict=True
+                session,
+                TEST_CORP_ID,
+                actor=importer,
+                roster=parse_roster(write(tmp_path, "s.csv", "userid\nls\n")),
+                strict=True,
             )
         await session.rollback()
     assert [str(p) for p in caught.value.problems] == [
@@ -275,14 +284,16 @@ async def test_unknown_dealer_and_strict_members_write_nothing(session_factory: 
         assert (await session.exec(select(Staff))).all() == []
 
 
-async def test_staff_may_name_a_dealer_already_stored(session_factory: SessionFactory, tmp_path: Path) -> None:
+async def test_staff_may_name_a_dealer_already_stored(
+    session_factory: SessionFactory, importer: str, tmp_path: Path
+) -> None:
     async with session_factory() as session, session.begin():
         session.add(Corp(corp_id=TEST_CORP_ID))
         await session.flush()
         session.add(Dealer(corp_id=TEST_CORP_ID, code="SH9"))
     path = write(tmp_path, "s.csv", "userid,dealer\nzw,SH9\n")
     async with session_factory() as session, session.begin():
-        summary = await import_roster(session, TEST_CORP_ID, parse_roster(path))
+        summary = await import_roster(session, TEST_CORP_ID, actor=importer, roster=parse_roster(path))
     assert summary.staff_created == 1
     async with session_factory() as session:
         dealer = (await session.exec(select(Dealer))).one()
@@ -305,8 +316,10 @@ def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
-async def test_cli_dry_run_then_import_then_again(runner: CliRunner, session_factory: SessionFactory) -> None:
-    files = [str(p) for p in EXAMPLES]
+async def test_cli_dry_run_then_import_then_again(
+    runner: CliRunner, session_factory: SessionFactory, importer: str
+) -> None:
+    files = [str(p) for p in EXAMPLES] + ["--as", importer]
     dry = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", *files, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert dry.output.splitlines()[-1] == (
@@ -329,16 +342,53 @@ async def test_cli_dry_run_then_import_then_again(runner: CliRunner, session_fac
 
 
 async def test_cli_errors_exit_1_and_write_nothing(
-    runner: CliRunner, session_factory: SessionFactory, tmp_path: Path
+    runner: CliRunner, session_factory: SessionFactory, tmp_path: Path, importer: str
 ) -> None:
     bad = write(tmp_path, "bad.csv", "userid,role\nzw,advisor\nls,boss\n")
-    result = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", str(bad)])
+    result = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", str(bad), "--as", importer])
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == "发现 1 个错误，未写入任何数据"
     assert result.output.startswith(f"{bad}:3 role：角色 “boss” 无效")
-    strict = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", str(EXAMPLES[0]), "--strict"])
+    strict = await asyncio.to_thread(
+        runner.invoke, cli, ["roster", "import", str(EXAMPLES[0]), "--strict", "--as", importer]
+    )
     assert strict.exit_code == 1
     assert strict.output.splitlines()[-1] == "发现 6 个错误，未写入任何数据"
     async with session_factory() as session:
         assert (await session.exec(select(Staff))).all() == []
         assert (await session.exec(select(Dealer))).all() == []
+
+
+async def test_cli_import_is_audited_under_the_real_user(
+    runner: CliRunner, session_factory: SessionFactory, importer: str
+) -> None:
+    """Issue 13, attack 3: roster import granted roles unaudited. Now only a user holding roster.import may, and
+    the row names them, the counts and digests of the touched rows before and after."""
+    await add_accounts(session_factory, (Account("mgr", UserRole.MANAGER, dealer_code="BJ001"),))
+    files = [str(p) for p in EXAMPLES]
+    for actor, line in (
+        ("ghost", "没有用户 ghost（先用 lianyi user add 创建）"),
+        ("mgr", "用户 mgr（经销商经理）无权执行此操作（roster.import）"),
+    ):
+        refused = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", *files, "--as", actor])
+        assert (refused.exit_code, refused.output.strip().splitlines()[-1]) == (1, line)
+    dry = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", *files, "--dry-run", "--as", importer])
+    assert dry.exit_code == 0, dry.output
+    async with session_factory() as session:
+        assert (await session.exec(select(AuditLog))).all() == []  # refused or dry: nothing written, not even a row
+    for _ in range(2):
+        done = await asyncio.to_thread(runner.invoke, cli, ["roster", "import", *files, "--as", importer])
+        assert done.exit_code == 0, done.output
+    async with session_factory() as session:
+        rows = (await session.exec(select(AuditLog).order_by(col(AuditLog.id)))).all()
+        staff = {s.userid: s.model_dump() for s in (await session.exec(select(Staff))).all()}
+        dealers = {d.code: d.model_dump() for d in (await session.exec(select(Dealer))).all()}
+    assert [(r.action, r.actor, r.corp_id, r.subject_type) for r in rows] == [
+        ("roster.imported", importer, TEST_CORP_ID, "roster")
+    ] * 2
+    first, second = (r.detail or {} for r in rows)
+    assert (first["dealers"], first["staff"]) == ({"created": 4, "updated": 0}, {"created": 11, "updated": 0})
+    assert first["files"] == [p.name for p in EXAMPLES]
+    after = canonical_digest({"dealers": dict(sorted(dealers.items())), "staff": dict(sorted(staff.items()))})
+    assert first["before_sha256"] == canonical_digest({"dealers": {}, "staff": {}})
+    assert first["after_sha256"] == after == second["before_sha256"] == second["after_sha256"]  # again: no change

@@ -61,11 +61,11 @@ def test_yaml_and_csv_answers_are_parsed(tmp_path: Path) -> None:
 
 
 async def test_imported_answers_are_stored_and_reach_the_keyword_reply(
-    session_factory: SessionFactory, tmp_path: Path
+    session_factory: SessionFactory, importer: str, tmp_path: Path
 ) -> None:
     roster = parse_rosters([write(tmp_path, "r.yaml", YAML), write(tmp_path, "d.csv", CSV)])
     async with session_factory() as session, session.begin():
-        summary = await import_roster(session, TEST_CORP_ID, roster)
+        summary = await import_roster(session, TEST_CORP_ID, actor=importer, roster=roster)
     assert summary.dealers_created == 4
     async with session_factory() as session:
         rows = {d.code: d for d in (await session.exec(select(Dealer))).all()}
@@ -91,17 +91,22 @@ async def test_imported_answers_are_stored_and_reach_the_keyword_reply(
 
 
 async def test_a_second_import_replaces_the_mapping_and_an_absent_field_keeps_it(
-    session_factory: SessionFactory, tmp_path: Path
+    session_factory: SessionFactory, importer: str, tmp_path: Path
 ) -> None:
     async with session_factory() as session, session.begin():
-        await import_roster(session, TEST_CORP_ID, parse_roster(write(tmp_path, "r.yaml", YAML)))
+        await import_roster(session, TEST_CORP_ID, actor=importer, roster=parse_roster(write(tmp_path, "r.yaml", YAML)))
     changed = "dealers:\n  - code: BJ001\n    answers: {price: 新政策}\n"
     async with session_factory() as session, session.begin():
-        summary = await import_roster(session, TEST_CORP_ID, parse_roster(write(tmp_path, "r.yaml", changed)))
+        summary = await import_roster(
+            session, TEST_CORP_ID, actor=importer, roster=parse_roster(write(tmp_path, "r.yaml", changed))
+        )
     assert summary.dealers_updated == 1
     async with session_factory() as session, session.begin():
         summary = await import_roster(
-            session, TEST_CORP_ID, parse_roster(write(tmp_path, "r.yaml", "dealers:\n  - code: BJ001\n"))
+            session,
+            TEST_CORP_ID,
+            actor=importer,
+            roster=parse_roster(write(tmp_path, "r.yaml", "dealers:\n  - code: BJ001\n")),
         )
     assert summary.dealers_unchanged == 1
     async with session_factory() as session:

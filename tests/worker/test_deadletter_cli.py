@@ -1,4 +1,4 @@
-"""``lianyi deadletter list/replay`` on dead letters the worker really wrote."""
+"""``lianyi deadletter list/replay`` on dead letters the worker really wrote; a replay is an admin's, audited."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from bot.inbox.base import Inbox
 from bot.runtime.router import HandlerContext, Router
 from bot.runtime.worker import Worker
 from scrm.db import SessionFactory
-from scrm.models import DeadLetter
+from scrm.models import AuditLog, DeadLetter
+from scrm.models.accounts import UserRole
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.users_support import Account, add_accounts
 from tests.worker.callbacks import contact_added, inbox_item
+
+ADMIN = ("--as", "admin1")
 
 
 def cli_env(database_url: str, inbox_kind: str, redis_url: str, redis_prefix: str) -> dict[str, str | None]:
@@ -68,7 +72,11 @@ async def test_dead_letter_is_listed_and_replayed_once(
     assert str(letter.id) in row and "contact.added" in row and "LookupError" in row
 
     fixed = True
-    replayed = await invoke(["replay", str(letter.id)], env)
+    await add_accounts(session_factory, (Account("admin1", UserRole.ADMIN), Account("op1", UserRole.OPERATOR)))
+    refused = await invoke(["replay", str(letter.id), "--as", "op1"], env)
+    assert (refused.exit_code, refused.output.strip()) == (1, "用户 op1（运营）无权执行此操作（deadletter.replay）")
+    assert await worker.run_once() == 0  # nothing was put back
+    replayed = await invoke(["replay", str(letter.id), *ADMIN], env)
     assert replayed.exit_code == 0, replayed.output
     replay_key = f"{item.dedup_key}:replay:{letter.id}"
     assert replay_key in replayed.output
@@ -76,22 +84,26 @@ async def test_dead_letter_is_listed_and_replayed_once(
     assert seen == [(item.dedup_key, "wm客户1")]  # the handler sees the original event
     async with session_factory() as session:
         stamped = await session.get(DeadLetter, letter.id)
+        audits = (await session.exec(select(AuditLog))).all()
     assert stamped is not None and stamped.replayed_at is not None
+    assert [(a.action, a.actor, a.subject_id) for a in audits] == [("deadletter.replayed", "admin1", str(letter.id))]
+    assert (audits[0].detail or {})["dedup_key"] == replay_key
 
-    again = await invoke(["replay", str(letter.id)], env)
+    again = await invoke(["replay", str(letter.id), *ADMIN], env)
     assert again.exit_code == 0 and "已于" in again.output and "--force" in again.output
     assert await worker.run_once() == 0  # nothing was put back
 
-    forced = await invoke(["replay", str(letter.id), "--force"], env)
+    forced = await invoke(["replay", str(letter.id), "--force", *ADMIN], env)
     assert forced.exit_code == 0, forced.output
     assert await worker.run_once() == 1
     assert len(seen) == 2
 
 
 async def test_replay_of_a_missing_dead_letter_fails(
-    database_url: str, inbox_kind: str, redis_url: str, redis_prefix: str
+    database_url: str, session_factory: SessionFactory, inbox_kind: str, redis_url: str, redis_prefix: str
 ) -> None:
-    result = await invoke(["replay", "4242"], cli_env(database_url, inbox_kind, redis_url, redis_prefix))
+    await add_accounts(session_factory, (Account("admin1", UserRole.ADMIN),))
+    result = await invoke(["replay", "4242", *ADMIN], cli_env(database_url, inbox_kind, redis_url, redis_prefix))
     assert result.exit_code == 1
     assert "4242 不存在" in result.output
 
