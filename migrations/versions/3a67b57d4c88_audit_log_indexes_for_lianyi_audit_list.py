@@ -1,7 +1,7 @@
 """audit log indexes for lianyi audit list
 
 Revision ID: 3a67b57d4c88
-Revises: 77d2795ce1c9
+Revises: 6a74ab8c8725
 Create Date: 2026-12-07 22:46:37.174646
 """
 
@@ -15,7 +15,7 @@ import scrm.db_types
 
 
 revision: str = '3a67b57d4c88'
-down_revision: str | None = '77d2795ce1c9'
+down_revision: str | None = '6a74ab8c8725'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
