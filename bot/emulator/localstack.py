@@ -89,6 +89,7 @@ class LocalStack:
             "host": self.host,
             "port": self.port or 8080,
             "group_refetch_delay": 0.2,
+            "secret_key": secrets.token_urlsafe(32),
         }
         values.update(self.settings_overrides)
         self.settings = load_settings(**values)

@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from scrm.models.accounts import User, UserRole
+from scrm.models.accounts import ApiToken, LoginFailure, User, UserRole, UserSession
 from scrm.models.campaigns import (
     BatchStatus,
     Campaign,
@@ -46,6 +46,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "CLOSED_STATUSES",
     "WORKING_STATUSES",
+    "ApiToken",
     "AuditLog",
     "BatchStatus",
     "Campaign",
@@ -73,6 +74,7 @@ __all__ = [
     "LeadEvent",
     "LeadScoreChange",
     "LeadStatus",
+    "LoginFailure",
     "Message",
     "NotificationStatus",
     "OutboxCommand",
@@ -92,5 +94,6 @@ __all__ = [
     "TransferStatus",
     "User",
     "UserRole",
+    "UserSession",
     "metadata",
 ]

@@ -15,7 +15,7 @@ from bot import metrics
 from bot.emulator.demo import run_demo_loop
 from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, create_sqlite_database
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN, create_sqlite_database
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 
@@ -33,6 +33,7 @@ def _env(**values: str) -> dict[str, str]:
             "LIANYI_CORP_ID": TEST_CORP_ID,
             "LIANYI_CALLBACK_TOKEN": TEST_TOKEN,
             "LIANYI_CALLBACK_AES_KEY": TEST_AES_KEY,
+            "LIANYI_SECRET_KEY": TEST_SECRET_KEY,
             "LIANYI_LOG_JSON": "true",
         }
     )
