@@ -114,17 +114,15 @@ def may_see_lead(principal: Principal, lead: Lead) -> bool:
 def require_lead_action(principal: Principal, action: Action, lead: Lead) -> str:
     """The staff userid to act as when ``principal`` may take ``action`` on ``lead``; 403 otherwise."""
     permission = LEAD_ACTION_PERMISSIONS[action]
-    require(principal, permission)
+    if permission == Permission.LEAD_WORK:
+        if not allows(principal.role, permission) or lead.advisor_userid != principal.staff_userid:
+            raise forbidden("这条线索不是您负责的，不能操作")
+    elif not (action == Action.REASSIGN and sees_every_dealer(principal)):
+        own_dealer = principal.dealer_id is not None and principal.dealer_id == lead.dealer_id
+        if not allows(principal.role, permission) or principal.role != UserRole.MANAGER.value or not own_dealer:
+            raise forbidden("只有该线索所属门店的经理才能执行此操作")
     if not principal.staff_userid:
         raise forbidden("您的账号未关联企业微信成员，不能操作线索")
-    if permission == Permission.LEAD_WORK:
-        if lead.advisor_userid != principal.staff_userid:
-            raise forbidden("这条线索不是您负责的，不能操作")
-        return principal.staff_userid
-    if action == Action.REASSIGN and sees_every_dealer(principal):
-        return principal.staff_userid
-    if principal.role != UserRole.MANAGER.value or principal.dealer_id is None or principal.dealer_id != lead.dealer_id:
-        raise forbidden("只有该线索所属门店的经理才能执行此操作")
     return principal.staff_userid
 
 
@@ -138,7 +136,8 @@ def may_use_console(principal: Principal) -> bool:
 
 def report_dealer(principal: Principal, requested: int | None) -> int | None:
     """The dealer a lead report covers (None = every dealer): any for view-all roles, a manager's own only."""
-    require(principal, Permission.REPORT_VIEW)
+    if not allows(principal.role, Permission.REPORT_VIEW):
+        raise forbidden("只有门店经理和运营可以查看线索报表")
     if sees_every_dealer(principal):
         return requested
     if principal.role == UserRole.MANAGER.value and principal.dealer_id is not None:
