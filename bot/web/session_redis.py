@@ -9,6 +9,7 @@ time, trimmed to the window on every write.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -86,6 +87,7 @@ class RedisSessionStore:
         info = await self._load(digest, now)
         if info is not None and now - info.last_seen_at >= TOUCH_EVERY:
             await self._redis.hset(self._keys.console_session(digest), "last_seen_at", now.isoformat())
+            info = replace(info, last_seen_at=now)
         return info
 
     async def revoke(self, session_id: str, now: datetime) -> None:
