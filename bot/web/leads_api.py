@@ -187,9 +187,9 @@ class LeadsApi:
                 given = ActionInput(note=_str_field(body, "note"))
             elif action == Action.REASSIGN:
                 given = ActionInput(advisor_userid=_str_field(body, "advisor_userid") or None)
-            services = self._lead_services()
             async with write_transaction(self._factory) as session:
                 actor = require_lead_action(principal, chosen, await lock_lead(session, self._corp_id, lead_id))
+                services = self._lead_services()
                 outcome = await perform(
                     session, services, self._corp_id, lead_id, chosen, actor=actor, now=self._now(), given=given
                 )
