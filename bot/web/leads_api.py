@@ -10,7 +10,8 @@ layer over :mod:`scrm.leads.actions`:
 
 Authentication (:mod:`bot.web.auth`): ``Authorization: Bearer <staff token>`` of an active staff member, or a
 console session cookie (a POST then also needs the ``X-CSRF-Token`` header); 401 otherwise. Who may see and do
-what is :mod:`bot.web.authz`; lead actions are recorded under the acting principal's staff userid.
+what is :mod:`bot.web.authz`. A lead action is recorded in the lead's history under the acting staff userid and
+in an audit row (``lead.action``) under the acting principal: the console username, or ``staff:<userid>``.
 
 Bodies are JSON objects of at most 64 KiB (413) nested at most ``MAX_JSON_DEPTH`` deep (measured before parsing;
 400 ``json_too_deep``). Errors are ``{"error": code, "message": 中文}``, plus ``"message_en"`` for a body nested
@@ -34,6 +35,7 @@ from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storabl
 from bot.web.auth import WebAuth
 from bot.web.authz import Principal, report_dealer, require_lead_action
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
+from scrm import audit
 from scrm.db import write_transaction
 from scrm.leads.actions import ActionInput, LeadActionError, lock_lead, perform
 from scrm.leads.metrics import lead_metrics
@@ -194,6 +196,11 @@ class LeadsApi:
                     session, services, self._corp_id, lead_id, chosen, actor=actor, now=self._now(), given=given
                 )
                 lead = await lead_with_dealer(session, outcome.lead)
+                if outcome.changed:  # who acted: the console user or the token's staff member
+                    detail = {"action": chosen.value, "staff_userid": actor, "via": principal.via.value}
+                    await audit.record(
+                        session, self._corp_id, "lead.action", "lead", str(lead_id), detail, actor=principal.name
+                    )
             if outcome.changed:
                 log.info(
                     "lead action",

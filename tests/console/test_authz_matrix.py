@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlmodel import col, select
 
 from bot.runtime.app import RUNTIME_KEY, create_app
 from bot.runtime.assembly import Role, Runtime
 from bot.web.auth import CSRF_HEADER, SESSION_COOKIE, WebAuth
-from scrm.models import UserRole
+from scrm.models import AuditLog, LeadEvent, UserRole
 from tests.conftest import make_settings
 from tests.leads.action_support import CORP, add_lead, seed_network
 from tests.web_support import add_user, mint, web_auth
@@ -214,3 +215,25 @@ async def test_a_cookie_post_without_its_csrf_token_is_refused(world: World) -> 
             assert response.status == 403, path
     async with world.client.get("/console/", headers=await _credentials(world, Who.MANAGER)) as response:
         assert response.status == 200  # the sessions used above were not ended by the refused posts
+
+
+async def test_lead_actions_record_who_acted(world: World) -> None:
+    lead = world.leads[True]
+    async with world.client.post(
+        f"/api/leads/{lead}/lost", json={"reason": "budget"}, headers=await _credentials(world, Who.ADVISOR_TOKEN)
+    ) as response:
+        assert response.status == 200
+    async with world.client.post(
+        f"/api/leads/{lead}/lost/reject", json={"note": "再跟进"}, headers=await _credentials(world, Who.MANAGER)
+    ) as response:
+        assert response.status == 200
+    async with world.runtime.session_factory() as session:
+        rows = (
+            await session.exec(select(AuditLog).where(AuditLog.action == "lead.action").order_by(col(AuditLog.id)))
+        ).all()
+        events = (await session.exec(select(LeadEvent.kind, LeadEvent.actor).where(LeadEvent.lead_id == lead))).all()
+    assert [(r.actor, r.subject_id, r.detail) for r in rows] == [
+        ("staff:a1", str(lead), {"action": "lost_request", "staff_userid": "a1", "via": "token"}),
+        ("wang", str(lead), {"action": "lost_reject", "staff_userid": "m1", "via": "session"}),
+    ]
+    assert {("lost_requested", "a1"), ("lost_rejected", "m1")} <= {tuple(e) for e in events}
