@@ -65,6 +65,26 @@ async def test_missing_setting_is_named(tmp_path: Path) -> None:
     assert err.strip() == "error: LIANYI_CORP_ID is required but not set"
 
 
+@pytest.mark.parametrize(
+    ("secret_key", "line"),
+    [
+        (None, "error: LIANYI_SECRET_KEY is required but not set"),
+        ("short", "error: LIANYI_SECRET_KEY is too short: 5 characters, at least 43 needed (32 random bytes); "),
+        (TEST_AES_KEY, "error: LIANYI_SECRET_KEY must not equal LIANYI_CALLBACK_AES_KEY: generate a key of its own"),
+    ],
+)
+async def test_serve_refuses_a_missing_or_weak_secret_key_in_one_line(
+    tmp_path: Path, secret_key: str | None, line: str
+) -> None:
+    env = _env()
+    del env["LIANYI_SECRET_KEY"]
+    if secret_key is not None:
+        env["LIANYI_SECRET_KEY"] = secret_key
+    code, out, err = await _run("serve", env=env, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and err.startswith(line), err
+
+
 async def test_migrate_reports_the_revision(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     code, out, _ = await _run("migrate", env=_env(LIANYI_DATABASE_URL=url), cwd=tmp_path)
