@@ -20,7 +20,7 @@ from scrm.db import SessionFactory, transaction
 from scrm.db_types import utcnow
 from scrm.models import CampaignBatch, CampaignRun, CommandStatus, CustomerGroup, Dealer, OutboxCommand, Staff
 from scrm.rows import ensure_corp
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "campaigns"
 CAMPAIGN = """\
@@ -44,6 +44,7 @@ def runner(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "SOP_DIR": str(sop),
         "LOG_JSON": "false",

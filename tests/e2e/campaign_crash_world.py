@@ -39,7 +39,7 @@ from scrm.models import (
     OutboxCommand,
 )
 from tests.campaigns.support import AGENT_ID, SECRET, make_state, seed_owner_groups, spec
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 # the campaign ticks read policy.yaml from LIANYI_SOP_DIR: no quiet hours (CI runs at night too), no caps
@@ -114,6 +114,7 @@ class CrashWorld:
             "CORP_ID": TEST_CORP_ID,
             "CALLBACK_TOKEN": TEST_TOKEN,
             "CALLBACK_AES_KEY": TEST_AES_KEY,
+            "SECRET_KEY": TEST_SECRET_KEY,
             "APP_SECRET": SECRET,
             "AGENT_ID": str(AGENT_ID),
             "WECOM_API_BASE": self.emulator.base_url,

@@ -15,7 +15,7 @@ from sqlmodel import select
 from bot.cli import cli
 from scrm.db import SessionFactory
 from scrm.models import Message
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.ingest.conftest import SOP_DIR
 
 
@@ -25,6 +25,7 @@ def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "SOP_DIR": SOP_DIR,
         "LOG_JSON": "false",

@@ -13,7 +13,7 @@ from bot.cli import cli
 from scrm.db import SessionFactory
 from scrm.leads.roster import ROSTER_UNMATCHED, RosterError, import_roster, parse_roster, parse_rosters
 from scrm.models import Corp, Dealer, Staff
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ROLES = "advisor（顾问/销售顾问）、manager（经理/店长/销售经理）、operator（运营）"
@@ -298,6 +298,7 @@ def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "LOG_JSON": "false",
     }.items():
