@@ -11,7 +11,7 @@ token). Its role is a :class:`~scrm.models.accounts.UserRole` value; what a role
 - lead reports: ``report.view`` with every dealer for view-all roles, only their own dealer for a manager.
 - the console: admins, operators and managers signed in with a session (advisors use the WeCom sidebar).
 
-Routes call :func:`require` and the scope functions; handlers never test roles themselves.
+Routes call these functions; handlers never test roles themselves.
 """
 
 from __future__ import annotations
@@ -71,12 +71,6 @@ LEAD_ACTION_PERMISSIONS: dict[Action, Permission] = {
 
 def forbidden(message_zh: str) -> LeadActionError:
     return LeadActionError("forbidden", message_zh, 403)
-
-
-def require(principal: Principal, permission: Permission) -> None:
-    """403 unless the principal's role allows ``permission``."""
-    if not allows(principal.role, permission):
-        raise forbidden("您的角色无权执行此操作")
 
 
 def sees_every_dealer(principal: Principal) -> bool:
