@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import platform
+import secrets
 import textwrap
 import time
 from collections import Counter
@@ -247,6 +248,7 @@ def make_settings(
         corp_id=CORP,
         callback_token="benchtoken",
         callback_aes_key=random_aes_key(),
+        secret_key=secrets.token_urlsafe(32),
         app_secret=SECRET,
         agent_id=AGENT_ID,
         wecom_api_base=api_base,

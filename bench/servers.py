@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def bench_settings(redis_url: str, prefix: str, partitions: int) -> Settings:
         callback_token=TOKEN,
         callback_aes_key=AES_KEY,
         callback_max_age=3600,
+        secret_key=secrets.token_urlsafe(32),
         redis_url=redis_url,
         redis_prefix=prefix,
         inbox_partitions=partitions,

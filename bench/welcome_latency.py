@@ -209,6 +209,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "callback_token": secrets.token_urlsafe(16)[:32],
             "callback_aes_key": random_aes_key(),
             "callback_max_age": "300",
+            "secret_key": secrets.token_urlsafe(32),
             "app_secret": app.secret,
             "agent_id": str(app.agent_id),
             "wecom_api_base": emulator.base_url,

@@ -57,5 +57,21 @@ class RedisKeys:
     def leader_lock(self) -> str:
         return f"{self.prefix}:scheduler:leader"
 
+    # --- console sign-in ---
+    def console_session(self, id_digest: str) -> str:
+        return f"{self.prefix}:session:{id_digest}"
+
+    def console_sessions_pattern(self) -> str:
+        return f"{self.prefix}:session:*"
+
+    def user_sessions(self, user_id: int) -> str:
+        return f"{self.prefix}:user-sessions:{user_id}"
+
+    def user_sessions_pattern(self) -> str:
+        return f"{self.prefix}:user-sessions:*"
+
+    def login_failures(self, scope: str, key_digest: str) -> str:
+        return f"{self.prefix}:login-failures:{scope}:{key_digest}"
+
     def all_keys_pattern(self) -> str:
         return f"{self.prefix}:*"

@@ -11,10 +11,11 @@ import binascii
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scrm.errors import SettingsError
+from scrm.keys import KeyRing, secret_key_problem
 
 ENV_PREFIX = "LIANYI_"
 
@@ -37,6 +38,20 @@ def _check_sop_dir(value: str) -> str:
     if value == DEFAULT_SOP_DIR and BUNDLED_SOP_DIR.is_dir():
         return str(BUNDLED_SOP_DIR)  # running outside the checkout: use the shipped templates
     raise ValueError(f"is not a folder: {value}")
+
+
+def _check_secret_key(value: str) -> str:
+    problem = secret_key_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def key_ring(settings: ContentSettings) -> KeyRing:
+    """The secret keys of ``settings``; SettingsError when LIANYI_SECRET_KEY is not set (QuerySettings)."""
+    if not settings.secret_key:
+        raise SettingsError("LIANYI_SECRET_KEY is required but not set")
+    return KeyRing(settings.secret_key, settings.secret_key_previous)
 
 
 def _check_redis_url(value: str) -> str:
@@ -105,9 +120,6 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Public base URL of this server: tracked links (/l/…) and advisor task cards"
     )
-    link_secret: str = Field(
-        default="", description="HMAC key of tracked links (default: derived from the callback AES key)"
-    )
     sop_tick_seconds: float = Field(default=5.0, gt=0, description="How often the leader runs due SOP steps")
     leader_ttl_seconds: float = Field(
         default=15.0, ge=1.0, description="Scheduler leader lock lifetime; a dead leader is replaced this fast"
@@ -137,6 +149,30 @@ class Settings(BaseSettings):
         ge=0,
         description="Days after a lost customer's last relation was deleted until their message text goes; 0 = off",
     )
+    secret_key: str = Field(description="The one server secret every token, session, CSRF and link key derives from")
+    secret_key_previous: str = Field(default="", description="The secret key before a rotation (verifies only)")
+    session_max_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="Lifetime of a console session, from sign-in"
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_strength(cls, value: str) -> str:
+        return _check_secret_key(value)
+
+    @field_validator("secret_key_previous")
+    @classmethod
+    def _previous_key_strength(cls, value: str) -> str:
+        return _check_secret_key(value) if value else value
+
+    @model_validator(mode="after")
+    def _secret_key_is_its_own(self) -> Settings:
+        for name, other in (("CALLBACK_AES_KEY", self.callback_aes_key), ("APP_SECRET", self.app_secret)):
+            if other and other in (self.secret_key, self.secret_key_previous):
+                raise ValueError(f"LIANYI_SECRET_KEY must not equal LIANYI_{name}: generate a key of its own")
+        if self.aibot_aes_key and self.aibot_aes_key in (self.secret_key, self.secret_key_previous):
+            raise ValueError("LIANYI_SECRET_KEY must not equal LIANYI_AIBOT_AES_KEY: generate a key of its own")
+        return self
 
     @field_validator("ingest_token")
     @classmethod
@@ -210,17 +246,17 @@ class ContentSettings(Protocol):
     def public_url(self) -> str: ...
 
     @property
-    def link_secret(self) -> str: ...
+    def secret_key(self) -> str: ...
 
     @property
-    def callback_aes_key(self) -> str: ...
+    def secret_key_previous(self) -> str: ...
 
 
 class QuerySettings(BaseSettings):
     """What commands that only read or plan from the database need (reports, previews): no WeCom secrets.
 
-    ``corp_id`` may be empty: such commands then use the only corp in the database. ``callback_aes_key`` only
-    derives the tracked-link key when ``link_secret`` is empty, as in :class:`Settings`.
+    ``corp_id`` may be empty: such commands then use the only corp in the database. ``secret_key`` is needed
+    only to sign tracked links (when ``public_url`` is set).
     """
 
     model_config = SettingsConfigDict(
@@ -231,12 +267,17 @@ class QuerySettings(BaseSettings):
     corp_id: str = Field(default="", max_length=64)
     sop_dir: str = DEFAULT_SOP_DIR
     public_url: str = ""
-    link_secret: str = ""
-    callback_aes_key: str = ""
+    secret_key: str = ""
+    secret_key_previous: str = ""
     campaign_calls_per_minute: int = Field(default=3000, ge=1, le=10000)
 
     _database_url_scheme = field_validator("database_url")(_check_database_url)
     _sop_dir_exists = field_validator("sop_dir")(_check_sop_dir)
+
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _secret_key_strength(cls, value: str) -> str:
+        return _check_secret_key(value) if value else value
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -262,9 +303,10 @@ def _load(cls: type[_S], overrides: dict[str, Any]) -> _S:
         return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        name = ENV_PREFIX + field.upper()
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a check across fields: its message names the variables
+            raise SettingsError(msg) from None
+        name = ENV_PREFIX + str(err["loc"][0]).upper()
         if err["type"] == "missing":
             raise SettingsError(f"{name} is required but not set") from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
         raise SettingsError(f"{name} {msg}") from None

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -81,16 +82,25 @@ def _trackable(url: str) -> bool:
 
 
 class LinkSigner:
-    """Wraps urls into signed tracked links under ``base`` (the public base URL) and unwraps tokens."""
+    """Wraps urls into signed tracked links under ``base`` (the public base URL) and unwraps tokens.
 
-    def __init__(self, secret: bytes, base: str) -> None:
-        if not secret:
+    ``secret`` signs; ``previous`` keys (a secret key rotation) still verify links sent before it."""
+
+    def __init__(self, secret: bytes, base: str, *, previous: Sequence[bytes] = ()) -> None:
+        if not secret or not all(previous):
             raise ValueError("the tracked-link secret must not be empty")
         self._secret = secret
+        self._verifying = (secret, *previous)
         self.base = base.rstrip("/")
 
-    def _mac(self, payload: str) -> bytes:
-        return hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES]
+    def _mac(self, payload: str, secret: bytes | None = None) -> bytes:
+        key = self._secret if secret is None else secret
+        return hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES]
+
+    def _signed_by_us(self, payload: str, mac: bytes) -> bool:
+        if not payload.isascii():
+            return False
+        return any([hmac.compare_digest(mac, self._mac(payload, key)) for key in self._verifying])
 
     def token(self, url: str, *, corp_id: str, external_userid: str, source: str) -> str:
         body = {"u": url, "c": corp_id, "e": external_userid, "s": source}
@@ -120,7 +130,7 @@ class LinkSigner:
             raise LinkError("malformed signature") from None
         if len(mac) != MAC_BYTES:
             raise LinkError("malformed signature")
-        if not hmac.compare_digest(mac, self._mac(payload) if payload.isascii() else b""):
+        if not self._signed_by_us(payload, mac):
             raise LinkError("bad signature")
         try:
             body = json.loads(_b64decode(payload))

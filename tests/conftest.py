@@ -35,6 +35,7 @@ REDIS_URL = os.environ.get("LIANYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_CORP_ID = "wx5823bf96d3bd56c7"
 TEST_TOKEN = "QDG6eK"
 TEST_AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+TEST_SECRET_KEY = "q8R2vXc1ZmT0kLp7wYh4NbE6sUa9JdF3gQ5iOtKy_-Vr8Wn2"  # fixed: tests can mint tokens and links with it
 
 
 def _pg_dsn(database: str) -> str:
@@ -171,6 +172,7 @@ def make_settings(**overrides: Any) -> Settings:
         "callback_max_age": 300,
         "app_secret": "test-secret",
         "agent_id": 1000002,
+        "secret_key": TEST_SECRET_KEY,
         "database_url": "sqlite+aiosqlite:///lianyi-test.db",
         "redis_url": "",
         "log_json": False,

@@ -63,8 +63,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "serve": LazyCommand(
         "bot.cli.serve:serve_command", "Run Lianyi: receive WeCom callbacks, process them, talk back to WeCom."
     ),
+    "session": LazyCommand("bot.cli.tokens:session", "Console sessions (后台登录会话): end them all."),
     "sop": LazyCommand("bot.cli.sop_run:sop", "SOP templates: check, render, dry-run (SOP 模板工具)."),
-    "staff": LazyCommand("bot.cli.leads:staff", "Staff members (成员)."),
+    "staff": LazyCommand("bot.cli.tokens:staff", "Staff members (成员): API tokens for the lead API."),
     "sync": LazyCommand(
         "bot.cli.sync:sync_command", "Full sync from WeCom: corp tags, staff, contacts, groups (全量同步，可断点续传)."
     ),

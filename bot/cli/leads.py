@@ -1,9 +1,8 @@
 """``lianyi leads report [--dealer CODE] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]``,
-``lianyi leads show LEAD_ID`` and ``lianyi staff token USERID [--days 30]``."""
+and ``lianyi leads show LEAD_ID``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from datetime import datetime, timedelta
@@ -12,19 +11,18 @@ from zoneinfo import ZoneInfo
 import click
 from sqlmodel import col, select
 
-from bot.cli.database import ToolFailure, require_database, run_with_corp
+from bot.cli.database import ToolFailure, run_with_corp
 from bot.cli.text_table import table
-from bot.settings import QuerySettings, Settings, load_query_settings, load_settings
-from bot.web.leads_api import local_day_range, staff_token_secret
-from scrm.db import SessionFactory, make_engine, make_session_factory
+from bot.settings import QuerySettings, Settings, load_query_settings
+from bot.web.leads_api import local_day_range
+from scrm.db import SessionFactory
 from scrm.db_types import utcnow
 from scrm.leads.actions import LeadActionError
 from scrm.leads.history import EVENT_NAMES
 from scrm.leads.metrics import DurationStats, GroupRate, LeadMetrics, lead_metrics
 from scrm.leads.rules import LOST_REASONS, HandoffRulesError, rules_in
-from scrm.leads.staff_tokens import issue
 from scrm.leads.transitions import status_name
-from scrm.models import Dealer, Lead, LeadEvent, Staff
+from scrm.models import Dealer, Lead, LeadEvent
 
 
 def _fail(message: str) -> None:
@@ -165,40 +163,3 @@ def show_command(lead_id: int) -> None:
         settings.database_url, settings.corp_id, lambda sessions, corp: _history(sessions, corp, lead_id)
     )
     click.echo(render_history(lead, dealer, history, _timezone(settings)))
-
-
-async def _active_staff(settings: Settings, userid: str) -> bool:
-    engine = make_engine(settings.database_url)
-    try:
-        async with make_session_factory(engine)() as session:
-            statement = select(Staff).where(Staff.corp_id == settings.corp_id, Staff.userid == userid)
-            staff = (await session.exec(statement)).first()
-            return staff is not None and staff.active
-    finally:
-        await engine.dispose()
-
-
-@click.group("staff")
-def staff() -> None:
-    """Staff members (成员)."""
-
-
-@staff.command("token")
-@click.argument("userid")
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 365), help="Days the token is valid.")
-def token_command(userid: str, days: int) -> None:
-    """Print an API token for staff member USERID (成员访问令牌，用于线索接口)."""
-    settings = load_settings()
-    require_database(settings.database_url)
-    if not asyncio.run(_active_staff(settings, userid)):
-        _fail(f"成员 {userid} 不存在或已停用，请先导入花名册（lianyi roster import）")
-        return
-    expires = utcnow() + timedelta(days=days)
-    try:
-        token = issue(staff_token_secret(settings), settings.corp_id, userid, expires)
-    except ValueError:
-        _fail(f"成员账号 {userid} 无效")
-        return
-    click.echo(token)
-    local = expires.astimezone(ZoneInfo(_timezone(settings))).strftime("%Y-%m-%d %H:%M")
-    click.echo(f"有效期至 {local}", err=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import statistics
@@ -201,6 +202,7 @@ def _environment_lines(stack: LocalStack, db_path: Path) -> list[str]:
         "在另一个终端对演示数据库运行 lianyi 命令（服务运行期间）：",
         f"  export LIANYI_DATABASE_URL=sqlite+aiosqlite:///{db_path.resolve()} LIANYI_CORP_ID={s.corp_id}",
         f"  export LIANYI_CALLBACK_TOKEN={s.callback_token} LIANYI_CALLBACK_AES_KEY={s.callback_aes_key}",
+        f"  export LIANYI_SECRET_KEY={s.secret_key}",
         f"  lianyi campaign report {CAMPAIGN_CODE}",
         "  lianyi sop render new_customer_nurture --contact <客户 external_userid>",
     ]
@@ -227,7 +229,13 @@ async def demo_main(
         database_url=database_url,
         port=port,
         clock=clock,
-        settings_overrides={"log_level": "WARNING", "log_json": False, "ingest_token": secrets.token_hex(16)},
+        settings_overrides={
+            "log_level": "WARNING",
+            "log_json": False,
+            "ingest_token": secrets.token_hex(16),
+            # the demo's own secret key unless one is set (LIANYI_SECRET_KEY is required everywhere else)
+            "secret_key": os.environ.get("LIANYI_SECRET_KEY") or secrets.token_urlsafe(32),
+        },
     )
     async with stack:
         base = stack.callback_url.removesuffix("/wecom/callback")

@@ -33,7 +33,7 @@ from bot.emulator.advisors import NEVER_ACCEPTS, AdvisorProfile, EmulatedPeople,
 from bot.emulator.clock import VirtualClock
 from bot.emulator.localstack import LocalStack
 from bot.runtime.campaign_wiring import campaign_policy
-from bot.web.leads_api import staff_token_secret
+from bot.web.auth import issue_staff_token
 from scrm.campaigns import service
 from scrm.campaigns.report import campaign_report, render_report
 from scrm.campaigns.spec import CampaignSpec
@@ -42,7 +42,6 @@ from scrm.leads.history import EVENT_NAMES
 from scrm.leads.roster import import_roster
 from scrm.leads.roster_yaml import read_yaml_roster
 from scrm.leads.rules import rules_in
-from scrm.leads.staff_tokens import issue
 from scrm.leads.transitions import status_name
 from scrm.models import CampaignBatch, CampaignRun, Dealer, FollowRelation, Lead, LeadEvent, Staff
 from scrm.models.accounts import User, UserRole
@@ -187,11 +186,14 @@ async def run_leads(stack: LocalStack, clock: JumpingClock, base: str, report: J
     report.never_accepts = customers[0].userid
     profiles = {u: AdvisorProfile(accept_after=1.0, reply_after=1.0) for u in advisors}
     profiles[report.never_accepts] = NEVER_ACCEPTS
-    secret, corp = staff_token_secret(stack.settings), stack.state.corp_id
-    expires = clock.utcnow() + timedelta(days=30)
-    endpoints = LianyiEndpoints(
-        [base], lambda userid: issue(secret, corp, userid, expires), stack.settings.ingest_token
-    )
+    tokens: dict[str, str] = {}
+    async with write_transaction(stack.session_factory) as session:
+        for userid in sorted({m.userid for d in stack.scenario.dealers for m in d.staff}):
+            issued = await issue_staff_token(
+                stack.settings, session, userid, lifetime=timedelta(days=30), created_by="demo", now=clock.utcnow()
+            )
+            tokens[userid] = issued.token
+    endpoints = LianyiEndpoints([base], tokens.__getitem__, stack.settings.ingest_token)
     people = EmulatedPeople(stack.state, endpoints, stack.http, profiles)
     stop = asyncio.Event()
     running = asyncio.create_task(people.run(stop))

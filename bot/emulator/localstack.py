@@ -93,6 +93,7 @@ class LocalStack:
             "port": self.port or 8080,
             "group_refetch_delay": 0.2,
             "redis_accept_volatile": self.accept_volatile_redis,
+            "secret_key": secrets.token_urlsafe(32),
         }
         values.update(self.settings_overrides)
         self.settings = load_settings(**values)

@@ -3,15 +3,19 @@ layer over :mod:`scrm.leads.actions`:
 
 - ``GET /api/leads[?status=]`` (advisor: own open leads; manager: the dealer's; operator: all, the pool
   included), ``GET /api/leads/{id}`` (with contact, reasons, what they asked, history),
-  ``GET /api/leads/metrics[?since=&until=&dealer=]`` (managers: their dealer; operators: any).
+  ``GET /api/leads/metrics[?since=&until=&dealer=]`` (managers: their dealer; operators and admins: any).
 - ``POST /api/leads/{id}/accept``, ``/contacted``, ``/test-drive {"action": "book"|"done"|"no_show"}``,
   ``/ordered``, ``/delivered``, ``/lost {"reason", "note"}``; managers: ``/lost/approve``,
   ``/lost/reject {"note"}``, ``/reassign {"advisor_userid"?}`` (operators may reassign too).
 
-Authentication: ``Authorization: Bearer <staff token>`` (:mod:`scrm.leads.staff_tokens`) of an active staff
-member; 401 otherwise. Bodies are JSON objects of at most 64 KiB (413) nested at most ``MAX_JSON_DEPTH`` deep (measured
-before parsing; 400 ``json_too_deep``). Errors are ``{"error": code, "message": 中文}``, plus ``"message_en"`` for
-a body nested too deep (``json_too_deep``) or holding what cannot be stored (``unstorable_json``).
+Authentication (:mod:`bot.web.auth`): ``Authorization: Bearer <staff token>`` of an active staff member, or a
+console session cookie (a POST then also needs the ``X-CSRF-Token`` header); 401 otherwise. Who may see and do
+what is :mod:`bot.web.authz`. A lead action is recorded in the lead's history under the acting staff userid and
+in an audit row (``lead.action``) under the acting principal: the console username, or ``staff:<userid>``.
+
+Bodies are JSON objects of at most 64 KiB (413) nested at most ``MAX_JSON_DEPTH`` deep (measured before parsing;
+400 ``json_too_deep``). Errors are ``{"error": code, "message": 中文}``, plus ``"message_en"`` for a body nested
+too deep (``json_too_deep``) or holding what cannot be stored (``unstorable_json``).
 """
 
 from __future__ import annotations
@@ -28,16 +32,16 @@ from sqlmodel import select
 
 from bot.edge.body import BodyTooLarge, read_body
 from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable
-from bot.settings import Settings
+from bot.web.auth import WebAuth
+from bot.web.authz import Principal, report_dealer, require_lead_action
 from bot.web.leads_views import lead_detail, lead_with_dealer, list_leads, parse_status
-from bot.web.links import link_secret
-from scrm.db import SessionFactory, write_transaction
-from scrm.leads.actions import ActionInput, LeadActionError, perform
+from scrm import audit
+from scrm.db import write_transaction
+from scrm.leads.actions import ActionInput, LeadActionError, lock_lead, perform
 from scrm.leads.metrics import lead_metrics
 from scrm.leads.services import LeadServices
-from scrm.leads.staff_tokens import derive_secret, verify
 from scrm.leads.transitions import TEST_DRIVE_ACTIONS, Action
-from scrm.models import Dealer, Staff, StaffRole
+from scrm.models import Dealer
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 8  # every body is one flat object today
 DEFAULT_REPORT_DAYS = 30
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def staff_token_secret(settings: Settings) -> bytes:
-    """The key staff tokens are signed with (derived from the link secret, with its own label)."""
-    return derive_secret(link_secret(settings))
 
 
 def _dumps(value: Any) -> str:
@@ -95,18 +94,16 @@ class LeadsApi:
 
     def __init__(
         self,
-        settings: Settings,
-        session_factory: SessionFactory,
+        auth: WebAuth,
         *,
-        now: Callable[[], datetime],
         leads: LeadServices | None,
     ) -> None:
         """``leads`` None: the lead feature is off (reading still works, actions answer 503)."""
-        self._corp_id = settings.corp_id
-        self._factory = session_factory
-        self._now = now
+        self._auth = auth
+        self._corp_id = auth.corp_id
+        self._factory = auth.factory
+        self._now = auth.now
         self._leads = leads
-        self._secret = staff_token_secret(settings)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(PREFIX, self._guard(self._list))
@@ -125,13 +122,13 @@ class LeadsApi:
         ):
             app.router.add_post(PREFIX + "/{lead_id}/" + path, self._guard(self._action_handler(action)))
 
-    def _guard(self, handler: Callable[[web.Request, Staff], Awaitable[web.Response]]) -> Handler:
+    def _guard(self, handler: Callable[[web.Request, Principal], Awaitable[web.Response]]) -> Handler:
         """Authenticate, then run ``handler``; a refusal becomes its JSON error."""
 
         async def guarded(request: web.Request) -> web.Response:
             try:
-                staff = await self._authenticate(request.headers.get("Authorization", ""))
-                return await handler(request, staff)
+                principal = await self._auth.api_principal(request)
+                return await handler(request, principal)
             except LeadActionError as exc:
                 return _error(exc.http_status, exc.code, exc.message_zh)
             except JsonRefused as exc:
@@ -139,60 +136,43 @@ class LeadsApi:
 
         return guarded
 
-    async def _authenticate(self, header: str) -> Staff:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise LeadActionError("unauthorized", "缺少访问令牌（Authorization: Bearer …）", 401)
-        userid = verify(self._secret, self._corp_id, token.strip(), self._now())
-        if userid is None:
-            raise LeadActionError("unauthorized", "访问令牌无效或已过期，请重新获取", 401)
-        async with self._factory() as session:
-            statement = select(Staff).where(Staff.corp_id == self._corp_id, Staff.userid == userid)
-            staff = (await session.exec(statement)).first()
-        if staff is None or not staff.active:
-            raise LeadActionError("unauthorized", f"成员 {userid} 不存在或已停用", 401)
-        return staff
-
     def _lead_services(self) -> LeadServices:
         if self._leads is None:
             raise LeadActionError("unavailable", "线索模块未启用", 503)
         return self._leads
 
-    async def _list(self, request: web.Request, staff: Staff) -> web.Response:
+    async def _list(self, request: web.Request, principal: Principal) -> web.Response:
         status = parse_status(request.query.get("status"))
         async with self._factory() as session:
-            leads = await list_leads(session, staff, status)
+            leads = await list_leads(session, principal, status)
         return web.json_response({"leads": leads}, dumps=_dumps)
 
-    async def _detail(self, request: web.Request, staff: Staff) -> web.Response:
+    async def _detail(self, request: web.Request, principal: Principal) -> web.Response:
         lead_id = _lead_id(request)
         async with self._factory() as session:
-            body = await lead_detail(session, staff, lead_id)
+            body = await lead_detail(session, principal, lead_id)
         return web.json_response(body, dumps=_dumps)
 
-    async def _metrics(self, request: web.Request, staff: Staff) -> web.Response:
+    async def _metrics(self, request: web.Request, principal: Principal) -> web.Response:
+        report_dealer(principal, None)  # refuse a role without reports before any other work
         services = self._lead_services()
         since, until = local_day_range(
             request.query.get("since"), request.query.get("until"), services.rules().timezone, self._now()
         )
         code = request.query.get("dealer", "")
         async with self._factory() as session:
-            if staff.role == StaffRole.OPERATOR.value:
-                dealer_id = None
-                if code:
-                    statement = select(Dealer.id).where(Dealer.corp_id == self._corp_id, Dealer.code == code)
-                    dealer_id = (await session.exec(statement)).first()
-                    if dealer_id is None:
-                        raise LeadActionError("bad_dealer", f"门店代码 {code} 不存在", 400)
-            elif staff.role == StaffRole.MANAGER.value and staff.dealer_id is not None:
-                dealer_id = staff.dealer_id
-            else:
-                raise LeadActionError("forbidden", "只有门店经理和运营可以查看线索报表", 403)
+            requested = None
+            if code:
+                statement = select(Dealer.id).where(Dealer.corp_id == self._corp_id, Dealer.code == code)
+                requested = (await session.exec(statement)).first()
+                if requested is None:
+                    raise LeadActionError("bad_dealer", f"门店代码 {code} 不存在", 400)
+            dealer_id = report_dealer(principal, requested)
             metrics = await lead_metrics(session, self._corp_id, since=since, until=until, dealer_id=dealer_id)
         return web.json_response(metrics.as_json(), dumps=_dumps)
 
-    def _action_handler(self, action: Action) -> Callable[[web.Request, Staff], Awaitable[web.Response]]:
-        async def handle(request: web.Request, staff: Staff) -> web.Response:
+    def _action_handler(self, action: Action) -> Callable[[web.Request, Principal], Awaitable[web.Response]]:
+        async def handle(request: web.Request, principal: Principal) -> web.Response:
             lead_id = _lead_id(request)
             body = await _json_body(request)
             chosen, given = action, ActionInput()
@@ -209,14 +189,23 @@ class LeadsApi:
                 given = ActionInput(note=_str_field(body, "note"))
             elif action == Action.REASSIGN:
                 given = ActionInput(advisor_userid=_str_field(body, "advisor_userid") or None)
-            services = self._lead_services()
             async with write_transaction(self._factory) as session:
+                actor = require_lead_action(principal, chosen, await lock_lead(session, self._corp_id, lead_id))
+                services = self._lead_services()
                 outcome = await perform(
-                    session, services, self._corp_id, lead_id, chosen, actor=staff.userid, now=self._now(), given=given
+                    session, services, self._corp_id, lead_id, chosen, actor=actor, now=self._now(), given=given
                 )
                 lead = await lead_with_dealer(session, outcome.lead)
+                if outcome.changed:  # who acted: the console user or the token's staff member
+                    detail = {"action": chosen.value, "staff_userid": actor, "via": principal.via.value}
+                    await audit.record(
+                        session, self._corp_id, "lead.action", "lead", str(lead_id), detail, actor=principal.name
+                    )
             if outcome.changed:
-                log.info("lead action", extra={"lead": lead_id, "action": chosen.value, "actor": staff.userid})
+                log.info(
+                    "lead action",
+                    extra={"lead": lead_id, "action": chosen.value, "actor": actor, "principal": principal.name},
+                )
             return web.json_response({"lead": lead, "changed": outcome.changed}, dumps=_dumps)
 
         return handle

@@ -1,5 +1,5 @@
 """JSON shapes of leads for the staff API: a lead, its detail (contact, reasons, what they asked, history), and
-the queries behind the list and detail routes (who sees which leads)."""
+the queries behind the list and detail routes (who sees which leads is :mod:`bot.web.authz`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.web.authz import Principal, lead_scope, may_see_lead
 from scrm.leads.actions import LeadActionError
 from scrm.leads.assignment import contact_of
 from scrm.leads.rules import LOST_REASONS
 from scrm.leads.transitions import status_name
-from scrm.models import Dealer, Lead, LeadEvent, LeadStatus, Staff, StaffRole
+from scrm.models import Dealer, Lead, LeadEvent, LeadStatus
 
 LIST_LIMIT = 500
 
@@ -75,14 +76,6 @@ async def lead_with_dealer(session: AsyncSession, lead: Lead) -> dict[str, Any]:
     return lead_json(lead, dealer)
 
 
-def may_see(staff: Staff, lead: Lead) -> bool:
-    if staff.role == StaffRole.OPERATOR.value:
-        return True
-    if staff.role == StaffRole.MANAGER.value and staff.dealer_id is not None:
-        return staff.dealer_id == lead.dealer_id
-    return lead.advisor_userid == staff.userid and staff.role in (StaffRole.ADVISOR.value, StaffRole.MANAGER.value)
-
-
 def parse_status(value: str | None) -> str | None:
     if value is None or value == "":
         return None
@@ -92,18 +85,15 @@ def parse_status(value: str | None) -> str | None:
     return value
 
 
-async def list_leads(session: AsyncSession, staff: Staff, status: str | None) -> list[dict[str, Any]]:
-    """Advisors: their own open leads; managers: their dealer's; operators: all, the pool included. A ``status``
-    filter may also ask for closed ones."""
-    statement = select(Lead).where(Lead.corp_id == staff.corp_id)
-    if staff.role == StaffRole.OPERATOR.value:
-        pass
-    elif staff.role == StaffRole.MANAGER.value and staff.dealer_id is not None:
-        statement = statement.where(Lead.dealer_id == staff.dealer_id)
-    elif staff.role in (StaffRole.ADVISOR.value, StaffRole.MANAGER.value):
-        statement = statement.where(Lead.advisor_userid == staff.userid)
-    else:
-        raise LeadActionError("forbidden", "您的角色不能查看线索", 403)
+async def list_leads(session: AsyncSession, principal: Principal, status: str | None) -> list[dict[str, Any]]:
+    """The leads in the principal's scope (:func:`bot.web.authz.lead_scope`): open ones, or those of ``status``
+    (which may ask for closed ones)."""
+    scope = lead_scope(principal)
+    statement = select(Lead).where(Lead.corp_id == principal.corp_id)
+    if scope.dealer_id is not None:
+        statement = statement.where(Lead.dealer_id == scope.dealer_id)
+    elif not scope.every:
+        statement = statement.where(Lead.advisor_userid == scope.advisor_userid)
     if status is None:
         statement = statement.where(col(Lead.closed_at).is_(None))
     else:
@@ -113,11 +103,11 @@ async def list_leads(session: AsyncSession, staff: Staff, status: str | None) ->
     return [lead_json(lead, dealers.get(lead.dealer_id) if lead.dealer_id is not None else None) for lead in leads]
 
 
-async def lead_detail(session: AsyncSession, staff: Staff, lead_id: int) -> dict[str, Any]:
-    lead = (await session.exec(select(Lead).where(Lead.id == lead_id, Lead.corp_id == staff.corp_id))).first()
+async def lead_detail(session: AsyncSession, principal: Principal, lead_id: int) -> dict[str, Any]:
+    lead = (await session.exec(select(Lead).where(Lead.id == lead_id, Lead.corp_id == principal.corp_id))).first()
     if lead is None:
         raise LeadActionError("not_found", f"线索 {lead_id} 不存在", 404)
-    if not may_see(staff, lead):
+    if not may_see_lead(principal, lead):
         raise LeadActionError("forbidden", "您无权查看这条线索", 403)
     contact = await contact_of(session, lead.corp_id, lead.external_userid)
     history = (

@@ -9,16 +9,16 @@ page; the failure is logged). HEAD requests (link previews, crawlers) redirect w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from aiohttp import web
 
-from bot.settings import ContentSettings
+from bot.settings import ContentSettings, key_ring
 from scrm.db import SessionFactory, write_transaction
 from scrm.intent.pipeline import on_behaviour
+from scrm.keys import KeyPurpose
 from scrm.links import LinkError, LinkSigner, record_click
 from scrm.services import Services
 
@@ -78,13 +78,10 @@ def add_link_routes(
     app.router.add_get("/r/{token}", follow_link)  # the same links under the name campaigns print
 
 
-def link_secret(settings: ContentSettings) -> bytes:
-    """LIANYI_LINK_SECRET, or a key derived from the callback AES key (the same in every process)."""
-    if settings.link_secret:
-        return settings.link_secret.encode("utf-8")
-    return hashlib.sha256(b"lianyi tracked links\0" + settings.callback_aes_key.encode("ascii")).digest()
-
-
 def link_signer(settings: ContentSettings) -> LinkSigner | None:
-    """The tracked-link signer, or None when no public URL is configured (links are then sent as written)."""
-    return LinkSigner(link_secret(settings), settings.public_url) if settings.public_url else None
+    """The tracked-link signer (its keys derived from LIANYI_SECRET_KEY, the previous key verifying), or None when
+    no public URL is configured (links are then sent as written)."""
+    if not settings.public_url:
+        return None
+    current, *previous = key_ring(settings).keys(KeyPurpose.TRACKED_LINKS)
+    return LinkSigner(current, settings.public_url, previous=previous)

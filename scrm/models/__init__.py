@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from scrm.models.accounts import User, UserRole
+from scrm.models.accounts import ApiToken, LoginFailure, User, UserRole, UserSession
 from scrm.models.campaigns import (
     BatchStatus,
     Campaign,
@@ -47,6 +47,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "CLOSED_STATUSES",
     "WORKING_STATUSES",
+    "ApiToken",
     "AuditLog",
     "BatchStatus",
     "Campaign",
@@ -74,6 +75,7 @@ __all__ = [
     "LeadEvent",
     "LeadScoreChange",
     "LeadStatus",
+    "LoginFailure",
     "Message",
     "NotificationStatus",
     "OutboxCommand",
@@ -95,5 +97,6 @@ __all__ = [
     "TransferStatus",
     "User",
     "UserRole",
+    "UserSession",
     "metadata",
 ]

@@ -31,7 +31,7 @@ from scrm.models import (
 )
 from scrm.models.accounts import UserRole
 from scrm.rows import ensure_corp
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.users_support import Account, add_accounts
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "campaigns"
@@ -56,6 +56,7 @@ def runner(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "SOP_DIR": str(sop),
         "LOG_JSON": "false",

@@ -15,7 +15,15 @@ from sqlmodel import select
 
 from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.models import Contact, Corp
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, _pg_admin, create_sqlite_database, pg_async_url
+from tests.conftest import (
+    TEST_AES_KEY,
+    TEST_CORP_ID,
+    TEST_SECRET_KEY,
+    TEST_TOKEN,
+    _pg_admin,
+    create_sqlite_database,
+    pg_async_url,
+)
 from tests.sop.support import CORP, MONDAY_10AM, add_contact, seed
 
 LIANYI = Path(sys.executable).with_name("lianyi")
@@ -233,9 +241,16 @@ async def test_render_takes_the_external_userid_or_the_contact_number(tmp_path: 
     assert unknown.err.startswith(f"找不到客户 {number + 100}（企业 {CORP}）；--contact 需要客户的 external_userid")
 
 
-@pytest.mark.parametrize("command", [("campaign", "approve", "spring", "--as", "op2"), ("staff", "token", "zhangsan")])
+@pytest.mark.parametrize(
+    "command", [("campaign", "approve", "spring", "--as", "op2"), ("staff", "token", "zhangsan", "--as", "root")]
+)
 async def test_commands_that_write_say_the_same_line(tmp_path: Path, command: tuple[str, ...]) -> None:
-    wecom = {"corp_id": TEST_CORP_ID, "callback_token": TEST_TOKEN, "callback_aes_key": TEST_AES_KEY}
+    wecom = {
+        "corp_id": TEST_CORP_ID,
+        "callback_token": TEST_TOKEN,
+        "callback_aes_key": TEST_AES_KEY,
+        "secret_key": TEST_SECRET_KEY,
+    }
     ran = await lianyi(*command, cwd=tmp_path, sop_dir=str(sop_folder(tmp_path)), **wecom)
     assert_one_line_naming_the_fix(ran)
     assert not (tmp_path / "lianyi.db").exists()

@@ -40,7 +40,7 @@ from scrm.models import (
 )
 from scrm.models.accounts import UserRole
 from tests.campaigns.support import AGENT_ID, SECRET, make_state, seed_owner_groups, spec
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.users_support import Account, add_accounts
 
 LIANYI = Path(sys.executable).with_name("lianyi")
@@ -116,6 +116,7 @@ class CrashWorld:
             "CORP_ID": TEST_CORP_ID,
             "CALLBACK_TOKEN": TEST_TOKEN,
             "CALLBACK_AES_KEY": TEST_AES_KEY,
+            "SECRET_KEY": TEST_SECRET_KEY,
             "APP_SECRET": SECRET,
             "AGENT_ID": str(AGENT_ID),
             "WECOM_API_BASE": self.emulator.base_url,

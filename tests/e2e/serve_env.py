@@ -18,6 +18,7 @@ def serve_env(stack: LocalStack, instance: str, **extra: str) -> dict[str, str]:
             "LIANYI_CALLBACK_TOKEN": s.callback_token,
             "LIANYI_CALLBACK_AES_KEY": s.callback_aes_key,
             "LIANYI_APP_SECRET": s.app_secret,
+            "LIANYI_SECRET_KEY": s.secret_key,
             "LIANYI_AGENT_ID": str(s.agent_id),
             "LIANYI_WECOM_API_BASE": s.wecom_api_base,
             "LIANYI_DATABASE_URL": s.database_url,

@@ -28,10 +28,10 @@ from sqlmodel import col, select
 from bot.emulator.advisors import NEVER_ACCEPTS, AdvisorProfile, EmulatedPeople, LianyiEndpoints
 from bot.emulator.localstack import LocalStack
 from bot.runtime.assembly import Role
-from bot.web.leads_api import staff_token_secret
+from bot.web.auth import issue_staff_token
+from scrm.db import write_transaction
 from scrm.db_types import utcnow
-from scrm.leads.staff_tokens import issue
-from scrm.models import Contact, CustomerTransfer, Lead, LeadEvent
+from scrm.models import Contact, CustomerTransfer, Lead, LeadEvent, Staff
 from scrm.models.accounts import UserRole
 from tests.e2e import lead_world as world
 from tests.e2e.lead_world import INGEST_TOKEN, POOL, RULE_OF, Customer
@@ -196,11 +196,17 @@ async def test_lead_handoff_end_to_end(pg_url: str, redis_url: str, redis_prefix
             assert code == 0, output
             assert "新增门店 0" in output and "警告" not in output, output  # the sync made the dealers; nobody unknown
 
-            secret = staff_token_secret(stack.settings)
-            expires = utcnow() + timedelta(hours=1)
-            endpoints = LianyiEndpoints(
-                bases, lambda userid: issue(secret, state.corp_id, userid, expires), INGEST_TOKEN
-            )
+            async with write_transaction(stack.session_factory) as session:  # as `lianyi staff token` would
+                staff = (await session.exec(select(Staff.userid).where(Staff.corp_id == state.corp_id))).all()
+                tokens = {
+                    userid: (
+                        await issue_staff_token(
+                            stack.settings, session, userid, lifetime=timedelta(hours=1), created_by="e2e", now=utcnow()
+                        )
+                    ).token
+                    for userid in staff
+                }
+            endpoints = LianyiEndpoints(bases, tokens.__getitem__, INGEST_TOKEN)
             people = EmulatedPeople(state, endpoints, http, profiles)
             people_task = asyncio.create_task(people.run(stop))
             setup_seconds = time.monotonic() - started

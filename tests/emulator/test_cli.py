@@ -14,7 +14,7 @@ from wechatpy.work.crypto import WeChatCrypto
 
 from bot.edge.events import ContactAdded, parse_event
 from bot.edge.xmlparse import parse_xml_fields
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 
 SCENARIO = """
 corp: {corp_id: ww0000000000000001, name: 测试汽车}
@@ -65,6 +65,7 @@ async def test_plays_the_script_against_the_callback_url(tmp_path: Path, callbac
         LIANYI_CORP_ID=TEST_CORP_ID,
         LIANYI_CALLBACK_TOKEN=TEST_TOKEN,
         LIANYI_CALLBACK_AES_KEY=TEST_AES_KEY,
+        LIANYI_SECRET_KEY=TEST_SECRET_KEY,
         LIANYI_APP_SECRET="settings-secret",
         LIANYI_AGENT_ID="1000002",
         LIANYI_LOG_JSON="false",

@@ -16,7 +16,7 @@ from bot.cli import cli
 from scrm.db import SessionFactory
 from scrm.models import AuditLog, Message
 from scrm.models.accounts import UserRole
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.ingest.conftest import SOP_DIR
 from tests.users_support import Account, add_accounts
 
@@ -29,6 +29,7 @@ async def runner(database_url: str, session_factory: SessionFactory, monkeypatch
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "SOP_DIR": SOP_DIR,
         "LOG_JSON": "false",

@@ -146,6 +146,7 @@ async def test_kill_9_after_a_committed_page_resumes_without_loss_or_duplicates(
         "LIANYI_CALLBACK_TOKEN": ingest_settings.callback_token,
         "LIANYI_CALLBACK_AES_KEY": ingest_settings.callback_aes_key,
         "LIANYI_APP_SECRET": ingest_settings.app_secret,
+        "LIANYI_SECRET_KEY": ingest_settings.secret_key,
         "LIANYI_DATABASE_URL": ingest_settings.database_url,
         "LIANYI_WECOM_API_BASE": emulator.base_url,
         "LIANYI_SOP_DIR": SOP_DIR,

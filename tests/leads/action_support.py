@@ -28,7 +28,7 @@ from scrm.models import (
     StaffNotification,
 )
 from scrm.rows import ensure_corp
-from tests.conftest import TEST_AES_KEY, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_SECRET_KEY, TEST_TOKEN
 
 CORP = "wwleadcorp"
 # Monday 2026-03-02 10:00 China time (both dealers are open every day, all day)
@@ -148,6 +148,7 @@ def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         "CORP_ID": CORP,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "LOG_JSON": "false",
     }.items():

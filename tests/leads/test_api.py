@@ -15,19 +15,26 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.runtime.app import create_app
 from bot.runtime.assembly import Role
-from bot.web.leads_api import MAX_JSON_DEPTH, LeadsApi, staff_token_secret
+from bot.web.leads_api import MAX_JSON_DEPTH, LeadsApi
 from scrm.db import SessionFactory, write_transaction
 from scrm.leads.services import LeadServices
-from scrm.leads.staff_tokens import derive_secret, issue
 from scrm.models import Lead
 from tests.conftest import make_settings
 from tests.leads.action_support import CORP, T0, Network, add_lead, events, get_lead, lead_services, seed_network
+from tests.web_support import mint, web_auth
 
 SETTINGS = make_settings(corp_id=CORP)
+OTHER_KEY_SETTINGS = make_settings(corp_id=CORP, secret_key="another-deployment-secret-key-abcdefghijklmnopqrs")
+USERIDS = ("a1", "a2", "m1", "s1", "m2", "op", "gone", "nobody")
 
 
-def token(userid: str, *, days: int = 30) -> str:
-    return issue(staff_token_secret(SETTINGS), CORP, userid, T0 + timedelta(days=days))
+async def tokens_for(factory: SessionFactory) -> dict[str, str]:
+    """A token for every userid (inactive and unknown ones too), plus an expired and a forged one for a1."""
+    tokens = {u: (await mint(SETTINGS, factory, u, now=T0)).token for u in USERIDS}
+    expired = await mint(SETTINGS, factory, "a1", now=T0 - timedelta(days=2), lifetime=timedelta(days=1))
+    tokens["expired"] = expired.token
+    tokens["forged"] = (await mint(OTHER_KEY_SETTINGS, factory, "a1", now=T0)).token
+    return tokens
 
 
 @dataclass
@@ -36,9 +43,10 @@ class Api:
     factory: SessionFactory
     net: Network
     leads: dict[str, int]
+    tokens: dict[str, str]
 
     async def call(self, method: str, path: str, userid: str | None = None, **kwargs: Any) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token(userid)}"} if userid else {}
+        headers = {"Authorization": f"Bearer {self.tokens[userid]}"} if userid else {}
         headers.update(kwargs.pop("headers", {}))
         async with self.client.request(method, path, headers=headers, **kwargs) as response:
             return response.status, await response.json()
@@ -55,7 +63,7 @@ class Api:
 
 def _app(factory: SessionFactory, now: datetime, services: LeadServices | None) -> web.Application:
     app = web.Application()
-    LeadsApi(SETTINGS, factory, now=lambda: now, leads=services).add_routes(app)
+    LeadsApi(web_auth(SETTINGS, factory, lambda: now), leads=services).add_routes(app)
     return app
 
 
@@ -77,20 +85,21 @@ async def api(session_factory: SessionFactory) -> AsyncIterator[Api]:
         lead = await session.get(Lead, leads["a1"])
         assert lead is not None
         lead.reasons, lead.asked = [{"code": "price", "points": 30}], "L7 落地多少钱？"
+    tokens = await tokens_for(session_factory)
     async with await _client(session_factory, lead_services()) as client:
-        yield Api(client, session_factory, net, leads)
+        yield Api(client, session_factory, net, leads, tokens)
 
 
 async def test_requests_without_a_valid_token_are_refused(api: Api) -> None:
     lead = api.leads["a1"]
-    forged = issue(derive_secret(b"someone else"), CORP, "a1", T0 + timedelta(days=1))
+    tokens = api.tokens
     for header, message in (
-        ("", "缺少访问令牌（Authorization: Bearer …）"),
-        (f"Basic {token('a1')}", "缺少访问令牌（Authorization: Bearer …）"),
-        (f"Bearer {forged}", "访问令牌无效或已过期，请重新获取"),
-        (f"Bearer {token('a1', days=-1)}", "访问令牌无效或已过期，请重新获取"),
-        (f"Bearer {token('gone')}", "成员 gone 不存在或已停用"),
-        (f"Bearer {token('nobody')}", "成员 nobody 不存在或已停用"),
+        ("", "请先登录，或提供有效的访问令牌"),
+        (f"Basic {tokens['a1']}", "缺少访问令牌（Authorization: Bearer …）"),
+        (f"Bearer {tokens['forged']}", "访问令牌无效、已过期或已吊销，请重新获取"),
+        (f"Bearer {tokens['expired']}", "访问令牌无效、已过期或已吊销，请重新获取"),
+        (f"Bearer {tokens['gone']}", "成员 gone 不存在或已停用"),
+        (f"Bearer {tokens['nobody']}", "成员 nobody 不存在或已停用"),
     ):
         for method, path in (
             ("GET", "/api/leads"),
@@ -332,8 +341,9 @@ async def test_metrics_by_role(api: Api) -> None:
 async def test_without_lead_services_actions_answer_503(session_factory: SessionFactory) -> None:
     net = await seed_network(session_factory)
     lead_id = await add_lead(session_factory, "wmA", dealer_id=net.bj)
+    tokens = await tokens_for(session_factory)
     async with await _client(session_factory, None) as client:
-        headers = {"Authorization": f"Bearer {token('a1')}"}
+        headers = {"Authorization": f"Bearer {tokens['a1']}"}
         async with client.post(f"/api/leads/{lead_id}/accept", headers=headers) as response:
             assert (response.status, await response.json()) == (
                 503,

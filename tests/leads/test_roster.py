@@ -15,7 +15,7 @@ from scrm.db import SessionFactory
 from scrm.leads.roster import ROSTER_UNMATCHED, RosterError, import_roster, parse_roster, parse_rosters
 from scrm.models import AuditLog, Corp, Dealer, Staff
 from scrm.models.accounts import UserRole
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.users_support import Account, add_accounts
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -309,6 +309,7 @@ def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         "CORP_ID": TEST_CORP_ID,
         "CALLBACK_TOKEN": TEST_TOKEN,
         "CALLBACK_AES_KEY": TEST_AES_KEY,
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "LOG_JSON": "false",
     }.items():

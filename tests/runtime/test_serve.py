@@ -15,7 +15,7 @@ from bot import metrics
 from bot.emulator.demo import run_demo_loop
 from bot.emulator.localstack import LocalStack
 from bot.emulator.scenario import load_scenario
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, create_sqlite_database
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN, create_sqlite_database
 
 LIANYI = Path(sys.executable).with_name("lianyi")
 
@@ -33,6 +33,7 @@ def _env(**values: str) -> dict[str, str]:
             "LIANYI_CORP_ID": TEST_CORP_ID,
             "LIANYI_CALLBACK_TOKEN": TEST_TOKEN,
             "LIANYI_CALLBACK_AES_KEY": TEST_AES_KEY,
+            "LIANYI_SECRET_KEY": TEST_SECRET_KEY,
             "LIANYI_LOG_JSON": "true",
         }
     )
@@ -62,6 +63,26 @@ async def test_missing_setting_is_named(tmp_path: Path) -> None:
     code, _, err = await _run("serve", env=env, cwd=tmp_path)
     assert code == 2
     assert err.strip() == "error: LIANYI_CORP_ID is required but not set"
+
+
+@pytest.mark.parametrize(
+    ("secret_key", "line"),
+    [
+        (None, "error: LIANYI_SECRET_KEY is required but not set"),
+        ("short", "error: LIANYI_SECRET_KEY is too short: 5 characters, at least 43 needed (32 random bytes); "),
+        (TEST_AES_KEY, "error: LIANYI_SECRET_KEY must not equal LIANYI_CALLBACK_AES_KEY: generate a key of its own"),
+    ],
+)
+async def test_serve_refuses_a_missing_or_weak_secret_key_in_one_line(
+    tmp_path: Path, secret_key: str | None, line: str
+) -> None:
+    env = _env()
+    del env["LIANYI_SECRET_KEY"]
+    if secret_key is not None:
+        env["LIANYI_SECRET_KEY"] = secret_key
+    code, out, err = await _run("serve", env=env, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and err.startswith(line), err
 
 
 async def test_migrate_reports_the_revision(tmp_path: Path) -> None:

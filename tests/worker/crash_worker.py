@@ -60,6 +60,7 @@ async def main(args: argparse.Namespace) -> None:
         corp_id="wx5823bf96d3bd56c7",
         callback_token="QDG6eK",
         callback_aes_key="jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+        secret_key="crash-worker-secret-key-0123456789abcdefghijklmnop",
         database_url=args.database_url,
     )
     router = Router()

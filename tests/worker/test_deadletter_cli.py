@@ -16,7 +16,7 @@ from bot.runtime.worker import Worker
 from scrm.db import SessionFactory
 from scrm.models import AuditLog, DeadLetter
 from scrm.models.accounts import UserRole
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.users_support import Account, add_accounts
 from tests.worker.callbacks import contact_added, inbox_item
 
@@ -28,6 +28,7 @@ def cli_env(database_url: str, inbox_kind: str, redis_url: str, redis_prefix: st
         "LIANYI_CORP_ID": TEST_CORP_ID,
         "LIANYI_CALLBACK_TOKEN": TEST_TOKEN,
         "LIANYI_CALLBACK_AES_KEY": TEST_AES_KEY,
+        "LIANYI_SECRET_KEY": TEST_SECRET_KEY,
         "LIANYI_DATABASE_URL": database_url,
         "LIANYI_REDIS_URL": redis_url if inbox_kind == "redis" else "",
         "LIANYI_REDIS_PREFIX": redis_prefix,
