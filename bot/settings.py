@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest ingest request body accepted"
     )
+    reconcile_minutes: float = Field(
+        default=60.0, ge=0, description="Minutes between reconciliations with WeCom (also at leader start); 0 = off"
+    )
 
     @field_validator("ingest_token")
     @classmethod
