@@ -39,6 +39,7 @@ from bot.runtime.fullsync import BATCH_LIMIT, BATCH_USERIDS, GROUP_PAGE, FullSyn
 from bot.runtime.scheduler import TickSpec
 from bot.wecom.errors import FatalError
 from scrm.db import SessionFactory, write_transaction
+from scrm.db_types import utcnow
 from scrm.lifecycle import LifecycleHooks
 from scrm.models import Staff, SyncCheckpoint
 from scrm.rows import assign, get_or_create
@@ -186,7 +187,7 @@ class Reconciliation(FullSync):
     # ---- groups -----------------------------------------------------------------------------------------
 
     async def _reconcile_groups(self) -> None:
-        listed_at = self.now()
+        listed_at, written_before = self.now(), utcnow()
         listed: set[str] = set()
         cursor = ""  # the listing must be whole to tell what is gone, so a resumed pass lists again from the start
         while True:
@@ -202,7 +203,7 @@ class Reconciliation(FullSync):
                 break
         async with write_transaction(self.sessions, urgent=False) as session:
             self.result.dismissed += await reconcile.dismiss_unlisted_groups(
-                session, self.corp_id, listed, listed_at=listed_at
+                session, self.corp_id, listed, listed_at=listed_at, written_before=written_before
             )
             await self._save(session, GROUPS, done=True)
 

@@ -171,15 +171,18 @@ async def mark_unlisted_deleted(
     return count
 
 
-async def dismiss_unlisted_groups(session: AsyncSession, corp_id: str, listed: set[str], *, listed_at: datetime) -> int:
-    """Dismiss the groups we hold active that groupchat/list no longer lists (created before the listing)."""
+async def dismiss_unlisted_groups(
+    session: AsyncSession, corp_id: str, listed: set[str], *, listed_at: datetime, written_before: datetime
+) -> int:
+    """Dismiss the groups we hold active that groupchat/list no longer lists: created in WeCom before the listing
+    (``listed_at``, WeCom's time) and not written by us since it started (``written_before``, our rows' clock)."""
     cutoff = listed_at - CLOCK_SKEW
     rows = await session.exec(
         select(CustomerGroup).where(CustomerGroup.corp_id == corp_id, CustomerGroup.status == ACTIVE)
     )
     count = 0
     for group in rows.all():
-        if group.chat_id in listed or group.updated_at >= cutoff:
+        if group.chat_id in listed or group.updated_at >= written_before:
             continue  # listed, or heard of while we were listing
         if group.wecom_created_at is not None and group.wecom_created_at >= cutoff:
             continue
