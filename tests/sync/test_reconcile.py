@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -16,12 +16,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.runtime.fullsync import FullSync
-from bot.runtime.reconcile import Reconciliation
+from bot.runtime.reconcile import ReconcileTick, Reconciliation
 from bot.wecom.client import WeComClient, build_wecom_client
 from bot.wecom.errors import RetryableError
 from scrm.db import SessionFactory, transaction
 from scrm.lifecycle import ContactAdded, LifecycleHooks
-from scrm.models import AuditLog, CustomerGroup, FollowRelation
+from scrm.models import AuditLog, CustomerGroup, FollowRelation, SyncCheckpoint
 from scrm.sync.contacts import on_staff_deleted_by_contact
 from tests.conftest import TEST_CORP_ID, make_settings
 from tests.sync.helpers import rows
@@ -170,3 +170,38 @@ async def test_an_interrupted_pass_resumes_after_its_last_checkpoint(
     assert await _mirror(session_factory) == _expected(state)
     again = await _pass(world, client, session_factory, told).run_pass()  # a new pass reads everything again
     assert state.counters.api_calls[BATCH] > listings and again.enrolled == 0
+
+
+async def test_the_tick_runs_a_pass_at_leader_start_and_then_every_interval(
+    world: RunningEmulator, client: WeComClient, session_factory: SessionFactory
+) -> None:
+    state = world.state
+    await FullSync(client, session_factory, TEST_CORP_ID, backoff=_no_wait).run()
+    clock = {"now": 0.0}
+    tick = ReconcileTick(
+        client,
+        session_factory,
+        TEST_CORP_ID,
+        hooks=Told([], []),
+        every=timedelta(minutes=60),
+        now=lambda: datetime.fromtimestamp(state.now(), UTC),
+        monotonic=lambda: clock["now"],
+    )
+
+    async def tick_at(second: float) -> int:
+        """Run the tick at ``second``; how many listings it made."""
+        clock["now"] = second
+        before = state.counters.api_calls[BATCH]
+        await tick(datetime.now(UTC))
+        return state.counters.api_calls[BATCH] - before
+
+    assert await tick_at(0) == 0  # leader start on a database without a pass: the baseline only
+    [baseline] = await rows(
+        session_factory, SyncCheckpoint, SyncCheckpoint.step == "reconcile", SyncCheckpoint.scope == ""
+    )
+    assert baseline.done
+    assert await tick_at(5) == 0
+    assert await tick_at(100) > 0  # not leading for a while (or restarted): a pass at once
+    for second in range(105, 3700, 5):
+        assert await tick_at(second) == 0, second
+    assert await tick_at(3700) > 0  # an hour after the last pass
