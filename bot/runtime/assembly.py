@@ -162,7 +162,7 @@ class Runtime:
         ticks += transfer_ticks(factory, self.client, s.corp_id)
         ticks += campaign_ticks(factory, self.client, s, every=s.sop_tick_seconds)
         ticks += reconcile_ticks(
-            self.client, factory, s.corp_id, hooks=services, minutes=s.reconcile_minutes, now=self.now
+            self.client, factory, s.corp_id, hooks=services, minutes=s.reconcile_minutes, now=self.now, stop=self._stop
         )
         for tick in ticks:
             self.scheduler.add_tick(tick)

@@ -54,6 +54,10 @@ CHECK_SECONDS = 5.0
 FAILURE_PAUSE_SECONDS = 60.0
 
 
+class PassInterrupted(Exception):
+    """The process is stopping: the pass ends between two checkpoints and resumes at the next leader start."""
+
+
 @dataclass
 class ReconcileReport:
     applied: int = 0
@@ -79,10 +83,12 @@ class Reconciliation(FullSync):
         hooks: LifecycleHooks,
         now: Callable[[], datetime],
         backoff: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stop: asyncio.Event | None = None,
     ) -> None:
         super().__init__(client, sessions, corp_id, backoff=backoff)
         self.hooks = hooks
         self.now = now
+        self._stop = stop
         self.result = ReconcileReport()
         self._since: datetime | None = None
 
@@ -98,6 +104,10 @@ class Reconciliation(FullSync):
         async with write_transaction(self.sessions, urgent=False) as session:
             await self._save(session, PASS, cursor=self._cursor(PASS), done=True)
         return self.result
+
+    def _check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise PassInterrupted("the process is stopping; the pass resumes from its checkpoints")
 
     async def _begin(self) -> bool:
         """Start a pass or resume the unfinished one; False when this database had none (a baseline is recorded)."""
@@ -145,6 +155,7 @@ class Reconciliation(FullSync):
         for chunk in chunks(userids, BATCH_USERIDS):
             scope = f"{chunk[0]}..{chunk[-1]}"
             if not self._done(CONTACTS, scope):
+                self._check_stop()
                 await self._reconcile_chunk(chunk, scope)
         async with write_transaction(self.sessions, urgent=False) as session:
             await self._save(session, CONTACTS, done=True)
@@ -197,6 +208,7 @@ class Reconciliation(FullSync):
             listed.update(chat_ids)
             for chat_id in chat_ids:
                 if not self._done(GROUPS, chat_id):
+                    self._check_stop()
                     await self._reconcile_group(chat_id)
             cursor = str(body.get("next_cursor") or "")
             if not cursor:
@@ -232,9 +244,11 @@ class ReconcileTick:
         every: timedelta,
         now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._client, self._sessions, self._corp_id = client, sessions, corp_id
         self._hooks, self._every, self._now, self._monotonic = hooks, every, now, monotonic
+        self._stop = stop
         self._due_at = 0.0  # monotonic time of the next pass
         self._last_check: float | None = None
 
@@ -246,8 +260,14 @@ class ReconcileTick:
         if clock < self._due_at:
             return
         self._due_at = clock + min(self._every.total_seconds(), FAILURE_PAUSE_SECONDS)  # if the pass fails
-        pass_ = Reconciliation(self._client, self._sessions, self._corp_id, hooks=self._hooks, now=self._now)
-        report = await pass_.run_pass()
+        pass_ = Reconciliation(
+            self._client, self._sessions, self._corp_id, hooks=self._hooks, now=self._now, stop=self._stop
+        )
+        try:
+            report = await pass_.run_pass()
+        except PassInterrupted:
+            log.info("reconciliation interrupted by shutdown; the next leader resumes it")
+            return
         self._due_at = self._monotonic() + self._every.total_seconds()
         if report.deferred_newest is not None:
             wait = (report.deferred_newest + SETTLE - self._now()).total_seconds() + CHECK_SECONDS
@@ -274,9 +294,12 @@ def reconcile_ticks(
     hooks: LifecycleHooks,
     minutes: float,
     now: Callable[[], datetime],
+    stop: asyncio.Event | None = None,
 ) -> list[TickSpec]:
-    """The reconciliation tick, or none when ``minutes`` is 0 (``LIANYI_RECONCILE_MINUTES``)."""
+    """The reconciliation tick, or none when ``minutes`` is 0 (``LIANYI_RECONCILE_MINUTES``); ``stop`` (the
+    process's shutdown) ends a running pass at its next checkpoint."""
     if minutes <= 0:
         return []
-    tick = ReconcileTick(client, sessions, corp_id, hooks=hooks, every=timedelta(minutes=minutes), now=now)
+    every = timedelta(minutes=minutes)
+    tick = ReconcileTick(client, sessions, corp_id, hooks=hooks, every=every, now=now, stop=stop)
     return [TickSpec("reconcile", CHECK_SECONDS, tick)]

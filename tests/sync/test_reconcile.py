@@ -6,6 +6,7 @@ then WeCom changes without telling us (no callbacks) and reconciliation passes b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.emulator.server import RunningEmulator, start_emulator
 from bot.runtime.fullsync import FullSync
-from bot.runtime.reconcile import ReconcileTick, Reconciliation
+from bot.runtime.reconcile import PassInterrupted, ReconcileTick, Reconciliation
 from bot.wecom.client import WeComClient, build_wecom_client
 from bot.wecom.errors import RetryableError
 from scrm.db import SessionFactory, transaction
@@ -205,3 +206,24 @@ async def test_the_tick_runs_a_pass_at_leader_start_and_then_every_interval(
     for second in range(105, 3700, 5):
         assert await tick_at(second) == 0, second
     assert await tick_at(3700) > 0  # an hour after the last pass
+
+
+async def test_a_pass_stops_at_a_checkpoint_when_the_process_stops(
+    world: RunningEmulator, client: WeComClient, session_factory: SessionFactory
+) -> None:
+    state = world.state
+    await FullSync(client, session_factory, TEST_CORP_ID, backoff=_no_wait).run()
+    told = Told([], [])
+    await _pass(world, client, session_factory, told).run_pass()
+    _advance(world, 60)
+    stop = asyncio.Event()
+    stop.set()
+    stopping = Reconciliation(
+        client, session_factory, TEST_CORP_ID, hooks=told, now=lambda: datetime.now(UTC), backoff=_no_wait, stop=stop
+    )
+    listings = state.counters.api_calls[BATCH]
+    with pytest.raises(PassInterrupted):
+        await stopping.run_pass()
+    assert state.counters.api_calls[BATCH] == listings  # stopped before the first listing
+    resumed = await _pass(world, client, session_factory, told).run_pass()
+    assert not resumed.baseline and state.counters.api_calls[BATCH] > listings
