@@ -149,6 +149,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Days after a lost customer's last relation was deleted until their message text goes; 0 = off",
     )
+    reconcile_minutes: float = Field(
+        default=60.0, ge=0, description="Minutes between reconciliations with WeCom (also at leader start); 0 = off"
+    )
     secret_key: str = Field(description="The one server secret every token, session, CSRF and link key derives from")
     secret_key_previous: str = Field(default="", description="The secret key before a rotation (verifies only)")
     session_max_hours: float = Field(

@@ -1,4 +1,5 @@
-"""``lianyi deadletter``: list dead letters and replay inbox events that exhausted their retries.
+"""``lianyi deadletter``: list dead letters and replay inbox events that exhausted their retries; ``unknown`` lists
+the outbox commands that ended ``unknown`` (a call may have reached WeCom and nothing could tell whether it did).
 
 A replay puts the stored event back into the inbox under the dedup key ``<original>:replay:<id>`` (a new
 key, so the inbox does not drop it as a duplicate) and stamps ``replayed_at``. Replaying the same dead
@@ -19,7 +20,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from bot.cli.identity import as_option
 from bot.inbox.base import InboxItem
@@ -31,7 +32,7 @@ from scrm.accounts.permissions import Permission
 from scrm.db import make_engine, make_session_factory, transaction
 from scrm.db_types import utcnow
 from scrm.errors import LianyiError, SettingsError
-from scrm.models import DeadLetter
+from scrm.models import CommandStatus, DeadLetter, OutboxCommand
 
 T = TypeVar("T")
 
@@ -95,6 +96,44 @@ async def _load_letters(settings: Settings, limit: int) -> list[DeadLetter]:
         async with make_session_factory(engine)() as session:
             rows = await session.exec(select(DeadLetter).order_by(col(DeadLetter.id).desc()).limit(limit))
             return list(rows.all())
+    finally:
+        await engine.dispose()
+
+
+@deadletter.command("unknown")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many, newest first.")
+def unknown_command(limit: int) -> None:
+    """List outbox commands whose outcome is unknown (a call may have reached WeCom before a crash)."""
+    total, commands = _run(_settings(), lambda s: _load_unknown(s, limit))
+    if not commands:
+        click.echo("没有结果未知的命令。")
+        return
+    table = Table(title=f"结果未知的命令（共 {total} 条，显示最新 {len(commands)} 条）")
+    for header in ("ID", "结束时间", "类型", "幂等键", "客户", "成员", "原因"):
+        table.add_column(header, overflow="fold")
+    for command in commands:
+        finished = command.finished_at or command.updated_at
+        table.add_row(
+            str(command.id),
+            finished.strftime("%Y-%m-%d %H:%M:%S"),
+            command.kind,
+            command.idempotency_key,
+            str(command.payload.get("external_userid") or ""),
+            str(command.payload.get("userid") or command.payload.get("sender") or ""),
+            command.last_error or "",
+        )
+    Console(width=200).print(table)
+    click.echo("这些命令的请求可能已到达企业微信，但无法确认是否成功；不会自动重试，请人工核实。")
+
+
+async def _load_unknown(settings: Settings, limit: int) -> tuple[int, list[OutboxCommand]]:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            unknown = OutboxCommand.status == CommandStatus.UNKNOWN.value
+            total = (await session.exec(select(func.count()).select_from(OutboxCommand).where(unknown))).one()
+            query = select(OutboxCommand).where(unknown).order_by(col(OutboxCommand.id).desc()).limit(limit)
+            return int(total), list((await session.exec(query)).all())
     finally:
         await engine.dispose()
 

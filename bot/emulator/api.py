@@ -82,10 +82,12 @@ def _dispatcher(target: Route) -> Callable[[web.Request], Awaitable[web.Response
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE_KEY]
         state.counters.api_calls[api] += 1
+        # the whole request has arrived before WeCom "thinks": a caller that dies during the latency still had its
+        # call carried out (only the answer is lost), as with the real service
+        body = await _body(request) if request.method == "POST" else {}
         delay = state.faults.delay()
         if delay:
             await asyncio.sleep(delay)
-        body = await _body(request) if request.method == "POST" else {}
         if body is None:
             return _answer(state, api, ERR_BAD_JSON)
         app = None

@@ -8,7 +8,13 @@ Life of a command::
     pending ──claim──▶ running ──▶ done      (WeCom accepted it; result stored)
        ▲                  │  ├────▶ failed    (FatalError: retrying cannot help)
        │                  │  ├────▶ expired   (its deadline passed, or less than ``deadline_margin`` is left)
+       │                  │  ├────▶ unknown   (instead of expired/dead: a call may have reached WeCom unanswered)
        └──retry/backoff───┘  └────▶ dead      (retries exhausted; a DeadLetter row with source "outbox")
+
+Welcomes and commands with a deadline commit ``call_started_at`` before each call (a WeCom error answer puts the
+old value back), so after a crash or a lost answer the next owner knows a call may have got through: past the
+deadline nothing can be asked of WeCom and the command ends ``unknown`` (``lianyi deadletter unknown``), never
+``expired``, which is kept for commands whose call never started.
 
 Claiming is one statement on both backends: ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP
 LOCKED) RETURNING …``. On PostgreSQL the row locks let many dispatchers claim side by side without ever

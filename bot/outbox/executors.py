@@ -6,10 +6,11 @@ they mean for the command's state. Fetch executors write what they fetched in th
 the scrm sync services.
 
 Welcome messages and 41051 ("welcome code already used or the chat already began"): the error is final,
-never retried. On the first attempt it means someone else (the chat itself, another app) consumed the code,
-so the command *fails* with that reason. On a later attempt an earlier attempt may have reached WeCom
-without us hearing the answer (timeout, lost connection, crash after sending), so the most likely story is
-that our own welcome went out: the command is *done* with ``{"already_sent": true}``.
+never retried. When no earlier call can have reached WeCom it means someone else (the chat itself, another app)
+consumed the code, so the command *fails* with that reason. After an earlier call whose answer we never heard
+(``call_started_at`` is set: timeout, lost connection, crash after sending) the most likely story is that our own
+welcome went out: the command is *done* with ``{"already_sent": true}``. Past the deadline no call is made; such a
+command ends ``unknown`` (see :mod:`bot.outbox.runner`).
 
 Group sends (``add_msg_template``) are not idempotent at WeCom: every call creates another task, and the
 customer would get the message twice once the sender confirms both. So on an attempt after the first (an
@@ -79,7 +80,7 @@ async def send_welcome(client: WeComClient, command: OutboxCommand, _env: Execut
             str(payload["welcome_code"]), payload.get("text"), payload.get("attachments") or None
         )
     except FatalError as exc:
-        if exc.errcode == WELCOME_CODE_USED and command.attempts > 1:
+        if exc.errcode == WELCOME_CODE_USED and command.call_started_at is not None:
             return {"errcode": WELCOME_CODE_USED, "already_sent": True}
         raise
 

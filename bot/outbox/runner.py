@@ -24,6 +24,7 @@ from bot.outbox.executors import ExecutorEnv, executor_for
 from bot.outbox.outcomes import OutcomeWriter
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import CredentialError, FatalError, LimiterRefused, MemberSlotUnavailable, WeComError
+from scrm.commands import CommandKind
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import DomainError
@@ -38,7 +39,15 @@ BACKOFF_JITTER = 0.25  # up to +25 % so retries of a burst spread out
 LEASE_SAFETY_SHARE = 0.25  # calls must end this share of the lease before the lease does
 MIN_CALL_WINDOW = timedelta(seconds=2)  # a claimed command with less lease left than this is released
 
+UNANSWERED = "an earlier call may have reached WeCom (crash or lost answer) and nothing can tell whether it did"
+
 _table: Any = OutboxCommand.__table__  # type: ignore[attr-defined]
+
+
+def tracks_calls(command: OutboxCommand) -> bool:
+    """Whether a command's calls are marked in ``call_started_at``: commands with a deadline and welcomes, whose
+    final state must tell a call that may have reached WeCom (``unknown``) from one never made (``expired``)."""
+    return command.deadline is not None or command.kind == CommandKind.SEND_WELCOME.value
 
 
 def retry_delay(attempts: int, hint: float | None, rng: random.Random) -> float:
@@ -140,7 +149,10 @@ class CommandRunner:
     async def _run(self, command: OutboxCommand) -> None:
         now = self._clock()
         if command.deadline is not None and command.deadline - now < self._deadline_margin:
-            await self._finish(command, CommandStatus.EXPIRED, error="deadline passed before the call could start")
+            if command.call_started_at is not None:
+                await self._finish(command, CommandStatus.UNKNOWN, error=UNANSWERED)
+            else:
+                await self._finish(command, CommandStatus.EXPIRED, error="deadline passed before the call could start")
             return
         executor = executor_for(command.kind)
         if executor is None:
@@ -153,6 +165,8 @@ class CommandRunner:
             return
         if command.deadline is not None:
             call_deadline = min(call_deadline, command.deadline)
+        if tracks_calls(command) and not await self._update(command, call_started_at=now):
+            return  # the mark is committed before anything can be sent; without it the claim was lost
         try:
             with self._client.deadline(call_deadline.timestamp()):
                 result = await executor(self._client, command, self._env)
@@ -163,26 +177,40 @@ class CommandRunner:
         except FatalError as exc:
             await self._finish(command, CommandStatus.FAILED, errcode=exc.errcode, error=str(exc))
         except WeComError as exc:  # retryable, rate limited, or a token still refused after one refresh
-            await self._retry(command, str(exc), exc.errcode, exc.retry_after)
+            await self._retry(command, str(exc), exc.errcode, exc.retry_after, sent_at=now)
         except DomainError as exc:
             await self._finish(command, CommandStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a database conflict while applying a fetch, or a bug: retry, then dead
             log.exception("outbox executor crashed", extra={"command_id": command.id, "kind": command.kind})
-            await self._retry(command, f"{type(exc).__name__}: {exc}", None, None)
+            await self._retry(command, f"{type(exc).__name__}: {exc}", None, None, sent_at=now)
         else:
             await self._finish(command, CommandStatus.DONE, result=result)
 
-    async def _retry(self, command: OutboxCommand, error: str, errcode: int | None, hint: float | None) -> None:
+    async def _retry(
+        self,
+        command: OutboxCommand,
+        error: str,
+        errcode: int | None,
+        hint: float | None,
+        *,
+        sent_at: datetime | None = None,
+    ) -> None:
+        """Back to pending, or a final state when no retry is left. ``sent_at``: this attempt's call started then and
+        may have reached WeCom (no errcode came back); a WeCom error answer means that call did nothing."""
+        in_doubt = command.call_started_at
+        if errcode is None and tracks_calls(command):
+            in_doubt = sent_at or in_doubt
         if command.attempts >= self._max_attempts:
-            await self._finish(command, CommandStatus.DEAD, errcode=errcode, error=error)
+            final = CommandStatus.UNKNOWN if in_doubt and command.deadline is not None else CommandStatus.DEAD
+            await self._finish(command, final, errcode=errcode, error=error)
             return
         now = self._clock()
         not_before = now + timedelta(seconds=retry_delay(command.attempts, hint, self._rng))
         if command.deadline is not None and not_before > command.deadline - self._deadline_margin:
-            await self._finish(
-                command, CommandStatus.EXPIRED, errcode=errcode, error=f"retry would miss the deadline: {error}"
-            )
+            final = CommandStatus.UNKNOWN if in_doubt else CommandStatus.EXPIRED
+            await self._finish(command, final, errcode=errcode, error=f"retry would miss the deadline: {error}")
             return
+        values: dict[str, Any] = {"call_started_at": in_doubt} if tracks_calls(command) else {}
         changed = await self._update(
             command,
             status=CommandStatus.PENDING.value,
@@ -192,6 +220,7 @@ class CommandRunner:
             last_errcode=errcode,
             last_error=error,
             updated_at=now,
+            **values,
         )
         if changed:
             metrics.OUTBOX_RETRIES.labels(command.kind, "none" if errcode is None else str(errcode)).inc()
@@ -213,8 +242,10 @@ class CommandRunner:
         now = self._clock()
         not_before = now + timedelta(seconds=seconds)
         if command.deadline is not None and not_before > command.deadline - self._deadline_margin:
-            await self._finish(command, CommandStatus.EXPIRED, error=f"no slot before the deadline: {reason}")
+            final = CommandStatus.UNKNOWN if command.call_started_at is not None else CommandStatus.EXPIRED
+            await self._finish(command, final, error=f"no slot before the deadline: {reason}")
             return
+        values: dict[str, Any] = {"call_started_at": command.call_started_at} if tracks_calls(command) else {}
         changed = await self._update(
             command,
             status=CommandStatus.PENDING.value,
@@ -223,6 +254,7 @@ class CommandRunner:
             claimed_until=None,
             attempts=command.attempts - 1,
             updated_at=now,
+            **values,
         )
         if changed:
             log.info(

@@ -36,13 +36,14 @@ from bot.runtime.lead_transfers import transfer_ticks
 from bot.runtime.lead_wiring import lead_ticks
 from bot.runtime.leader import LeaderLock, RedisLeader, SingleProcessLeader
 from bot.runtime.privacy_wiring import retention_ticks
+from bot.runtime.reconcile import reconcile_ticks
 from bot.runtime.router import HandlerContext, Router
 from bot.runtime.scheduler import LeaderScheduler, maintenance_ticks
 from bot.runtime.services import build_services
 from bot.runtime.sop_wiring import load_templates, reload_templates, sop_ticks
 from bot.runtime.worker import Worker
 from bot.settings import Settings
-from bot.web.health import template_status, watch_templates
+from bot.web.health import count_unknown_outcomes, template_status, watch_templates
 from bot.wecom.client import WeComClient, build_wecom_client
 from scrm.db import SessionFactory, make_engine, make_session_factory
 from scrm.db_types import utcnow
@@ -198,6 +199,9 @@ class Runtime:
         ticks += transfer_ticks(factory, self.client, s.corp_id)
         ticks += campaign_ticks(factory, self.client, s, every=s.sop_tick_seconds)
         ticks += retention_ticks(factory, s)
+        ticks += reconcile_ticks(
+            self.client, factory, s.corp_id, hooks=services, minutes=s.reconcile_minutes, now=self.now, stop=self._stop
+        )
         for tick in ticks:
             self.scheduler.add_tick(tick)
         await self.scheduler.start()
@@ -232,6 +236,10 @@ class Runtime:
             status["inbox_persistence"] = "ok" if problem is None else f"error: {problem}"
         if self.scheduler is not None:
             status["leader"] = "yes" if self.scheduler.is_leader else "no"
+        try:  # informational: commands whose call may have reached WeCom unanswered (lianyi deadletter unknown)
+            status["outbox_unknown"] = str(await count_unknown_outcomes(self.session_factory))
+        except Exception as exc:
+            status["outbox_unknown"] = f"error: {exc.__class__.__name__}"
         if self.services.sop is not None:  # informational: never makes /healthz fail
             status.update(template_status(self.services.sop.holder))
         return status

@@ -84,11 +84,13 @@ class _Bar:
             self._progress.update(self._task, total=max(done, 1), completed=max(done, 1))
 
 
-def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 class FullSync:
+    steps: tuple[str, ...] = STEPS  # the checkpoint steps this sync owns (a reconciliation owns others)
+
     def __init__(
         self,
         client: SyncClient,
@@ -131,8 +133,11 @@ class FullSync:
 
     async def _load_checkpoints(self) -> None:
         async with transaction(self.sessions) as session:
-            rows = (await session.exec(select(SyncCheckpoint).where(SyncCheckpoint.corp_id == self.corp_id))).all()
-            finished = all(any(r.step == s and r.scope == "" and r.done for r in rows) for s in STEPS)
+            query = select(SyncCheckpoint).where(
+                SyncCheckpoint.corp_id == self.corp_id, col(SyncCheckpoint.step).in_(self.steps)
+            )
+            rows = (await session.exec(query)).all()
+            finished = all(any(r.step == s and r.scope == "" and r.done for r in rows) for s in self.steps)
             if self.restart or finished:
                 for row in rows:
                     assign(row, {"done": False, "cursor": ""})
@@ -189,7 +194,7 @@ class FullSync:
         after = self._cursor("staff")
         todo = [u for u in userids if u > after]
         bar.advance(len(userids) - len(todo))
-        for batch in _chunks(todo, USERS_PER_TX):
+        for batch in chunks(todo, USERS_PER_TX):
             users: list[dict[str, Any]] = []
             for userid in batch:
                 try:
@@ -214,7 +219,7 @@ class FullSync:
             )
             userids = sorted(result.all())
         bar = _Bar(self.progress, STEP_LABELS["contacts"], len(userids))
-        for chunk in _chunks(userids, BATCH_USERIDS):
+        for chunk in chunks(userids, BATCH_USERIDS):
             scope = f"{chunk[0]}..{chunk[-1]}"
             if self._done("contacts", scope):
                 bar.advance(len(chunk))

@@ -4,7 +4,8 @@ The SOP templates are reported too (:func:`template_status`: ``templates`` is ``
 ``file:line:col CODE``, with ``template_problems`` and ``templates_running``) but they never make the process
 unhealthy: a template typo keeps the last good templates running and must not take a healthy callback edge
 out of a load balancer, so /healthz stays 200 and ``status`` stays ``ok``. Alert on the
-``lianyi_sop_template_problems`` gauge instead.
+``lianyi_sop_template_problems`` gauge instead. ``outbox_unknown`` (informational too) counts the outbox commands
+that ended ``unknown`` (``lianyi deadletter unknown`` lists them).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlmodel import func, select
 
 from bot import metrics
+from scrm.db import SessionFactory
+from scrm.models import CommandStatus, OutboxCommand
 from scrm.sop.catalog import CatalogHolder
 
 HealthProbe = Callable[[], Awaitable[dict[str, str]]]
-INFORMATIONAL = frozenset({"templates", "template_problems", "templates_running"})  # never "degraded"
+# never "degraded"
+INFORMATIONAL = frozenset({"templates", "template_problems", "templates_running", "outbox_unknown"})
 
 
 def template_status(holder: CatalogHolder) -> dict[str, str]:
@@ -29,6 +34,13 @@ def template_status(holder: CatalogHolder) -> dict[str, str]:
         "template_problems": str(health.problems),
         "templates_running": health.running,
     }
+
+
+async def count_unknown_outcomes(sessions: SessionFactory) -> int:
+    """Outbox commands ended ``unknown``: a call may have reached WeCom and nothing could tell (/healthz)."""
+    async with sessions() as session:
+        query = select(func.count()).select_from(OutboxCommand).where(OutboxCommand.status == CommandStatus.UNKNOWN)
+        return int((await session.exec(query)).one())
 
 
 def watch_templates(holder: CatalogHolder) -> None:

@@ -23,6 +23,7 @@ class DeletedBy(StrEnum):
     STAFF = "staff"  # del_external_contact: staff deleted the customer
     CUSTOMER = "customer"  # del_follow_user: the customer deleted staff (churn)
     TRANSFER = "transfer"  # del_external_contact with Source=DELETE_BY_TRANSFER
+    UNKNOWN = "unknown"  # gone from WeCom's listing at reconciliation; the callback that says who is lost
 
 
 class Contact(SQLModel, table=True):

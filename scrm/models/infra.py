@@ -53,10 +53,13 @@ class CommandStatus(StrEnum):
     FAILED = "failed"  # WeCom refused it for good (e.g. 84061 no relationship)
     EXPIRED = "expired"  # its deadline passed before it could run (welcome after 20 s)
     DEAD = "dead"  # retries exhausted; see dead_letters
+    # a call may have reached WeCom (crash or lost answer) and nothing can tell whether it did; see
+    # ``lianyi deadletter unknown``
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
-        return self in {CommandStatus.DONE, CommandStatus.FAILED, CommandStatus.EXPIRED, CommandStatus.DEAD}
+        return self is not CommandStatus.PENDING and self is not CommandStatus.RUNNING
 
 
 class OutboxCommand(SQLModel, table=True):
@@ -94,6 +97,9 @@ class OutboxCommand(SQLModel, table=True):
     created_at: datetime = ts_field(default_now=True)
     updated_at: datetime = ts_field(default_now=True)
     finished_at: datetime | None = ts_field()
+    # set (committed) just before a call of a command with a deadline; an attempt WeCom answered with an error
+    # puts back the value it had, so it is set exactly when some call may have reached WeCom unanswered
+    call_started_at: datetime | None = ts_field()
 
 
 class DeadLetter(SQLModel, table=True):

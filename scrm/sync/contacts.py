@@ -39,6 +39,7 @@ from scrm.rows import assign, ensure_corp, epoch, from_epoch, get_or_create, ins
 log = logging.getLogger(__name__)
 
 DELETE_BY_TRANSFER = "DELETE_BY_TRANSFER"
+RECONCILED = "reconcile"  # deleted_source of a deletion found by a reconciliation pass (scrm.sync.reconcile)
 PERSONAL_TAG_TYPE = 2  # follow_user.tags[].type: 1 corp tag, 2 the staff member's own tag, 3 rule-group tag
 
 
@@ -173,8 +174,8 @@ async def _mark_deleted(
     if relation.added_at is not None and event_time < relation.added_at:
         log.info("stale deletion ignored: relation was re-added later", extra={"external_userid": external_userid})
         return False
-    if relation.deleted_at is not None:
-        return False
+    if relation.deleted_at is not None and relation.deleted_source != RECONCILED:
+        return False  # a replay; a deletion only a reconciliation saw gets who and when from the callback
     changed = assign(relation, values)
     if changed:
         await hooks.subject_changed(session, corp_id, "contact", external_userid, event_time)

@@ -110,7 +110,8 @@ async def test_serve_migrates_a_fresh_sqlite_file_and_reports_health(tmp_path: P
                     except aiohttp.ClientConnectionError:
                         await asyncio.sleep(0.1)
             templates = {"templates": "ok", "template_problems": "0", "templates_running": "current"}
-            assert health == (200, {"status": "ok", "database": "ok", "leader": "yes", **templates})
+            healthy = {"status": "ok", "database": "ok", "leader": "yes", "outbox_unknown": "0", **templates}
+            assert health == (200, healthy)
             async with http.get(f"http://127.0.0.1:{port}/wecom/callback") as resp:
                 assert resp.status == 400  # no verification parameters
             async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:

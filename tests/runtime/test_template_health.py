@@ -37,6 +37,7 @@ async def test_a_broken_template_folder_is_reported_but_the_edge_stays_healthy(t
         assert await response.json() == {
             "status": "ok",
             "database": "ok",
+            "outbox_unknown": "0",
             "templates": "ok",
             "template_problems": "0",
             "templates_running": "current",
