@@ -22,7 +22,7 @@ from bot.web.health import count_unknown_outcomes
 from scrm.commands import CommandKind
 from scrm.db import SessionFactory, transaction
 from scrm.models import CommandStatus, OutboxCommand
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
+from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_SECRET_KEY, TEST_TOKEN
 from tests.outbox.support import add_command, commands_by_key, drain, make_dispatcher
 from tests.wecom.backends import Backend
 from tests.wecom.fake_api import EXT, FakeClock, HttpStatus, RunningFake
@@ -137,6 +137,7 @@ async def test_the_cli_lists_unknown_outcomes(
         "LIANYI_CORP_ID": TEST_CORP_ID,
         "LIANYI_CALLBACK_TOKEN": TEST_TOKEN,
         "LIANYI_CALLBACK_AES_KEY": TEST_AES_KEY,
+        "LIANYI_SECRET_KEY": TEST_SECRET_KEY,
         "LIANYI_DATABASE_URL": database_url,
         "LIANYI_REDIS_URL": "",
     }

@@ -16,7 +16,14 @@ import redis.asyncio as aioredis
 from bot.inbox.durability import InboxNotDurable, read_persistence
 from bot.inbox.sql import SqlInbox
 from bot.runtime.assembly import Role, Runtime
-from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN, create_sqlite_database, make_settings
+from tests.conftest import (
+    TEST_AES_KEY,
+    TEST_CORP_ID,
+    TEST_SECRET_KEY,
+    TEST_TOKEN,
+    create_sqlite_database,
+    make_settings,
+)
 from tests.runtime.redis_server import AOF_EVERYSEC, VOLATILE, RedisServers, free_port, redis_servers
 
 LIANYI = Path(sys.executable).with_name("lianyi")
@@ -61,6 +68,7 @@ def _serve_env(redis_url: str, database_url: str, port: int, **extra: str) -> di
             "LIANYI_CORP_ID": TEST_CORP_ID,
             "LIANYI_CALLBACK_TOKEN": TEST_TOKEN,
             "LIANYI_CALLBACK_AES_KEY": TEST_AES_KEY,
+            "LIANYI_SECRET_KEY": TEST_SECRET_KEY,
             "LIANYI_DATABASE_URL": database_url,
             "LIANYI_REDIS_URL": redis_url,
             "LIANYI_PORT": str(port),
