@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest ingest request body accepted"
     )
+    ingest_batch_records: int = Field(
+        default=100, ge=1, le=5000, description="Most ingest records per write transaction (bounds the write lock)"
+    )
+    ingest_batch_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="An ingest write transaction commits once it has run this long"
+    )
 
     @field_validator("ingest_token")
     @classmethod

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from bot.inbox.base import InboxItem
 from bot.inbox.factory import make_inbox
 from bot.settings import Settings, load_settings
-from scrm.db import make_engine, make_session_factory, transaction
+from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import LianyiError, SettingsError
 from scrm.models import DeadLetter
@@ -128,7 +128,7 @@ async def _replay(settings: Settings, letter_id: int, force: bool) -> tuple[str,
             payload=dict(letter.payload),
         )
         added = await inbox.put(item)
-        async with transaction(factory) as session:
+        async with write_transaction(factory) as session:
             stored = await session.get(DeadLetter, letter_id)
             assert stored is not None
             stored.replayed_at = utcnow()

@@ -11,30 +11,30 @@ import click
 from bot.cli.database import require_database
 from bot.runtime.services import build_services
 from bot.settings import Settings, load_settings
-from scrm.db import make_engine, make_session_factory, write_transaction
+from bot.web.ingest_api import ingest_limits
+from scrm.db import make_engine, make_session_factory
 from scrm.db_types import utcnow
-from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record, store_message
-
-BATCH = 500  # messages per transaction
+from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record, store_messages
 
 
 async def import_messages(settings: Settings, document: str, *, source: str) -> tuple[int, int]:
-    """Validate every record, then store them in batches; returns (records, newly stored)."""
+    """Validate every record, then store them in short write transactions (``LIANYI_INGEST_BATCH_*``); returns (records,
+    newly stored)."""
     incoming = [
         parse_message_record(record, line=line, default_source=source) for line, record in load_records(document)
     ]
     engine = make_engine(settings.database_url)
     services = build_services(settings)
-    stored = 0
     try:
-        factory = make_session_factory(engine)
-        for start in range(0, len(incoming), BATCH):
-            async with write_transaction(factory) as session:
-                for item in incoming[start : start + BATCH]:
-                    if await store_message(
-                        session, settings.corp_id, item, intent=services.intent, hooks=services, now=utcnow()
-                    ):
-                        stored += 1
+        stored = await store_messages(
+            make_session_factory(engine),
+            settings.corp_id,
+            incoming,
+            limits=ingest_limits(settings),
+            intent=services.intent,
+            hooks=services,
+            now=utcnow,
+        )
     finally:
         await engine.dispose()
     return len(incoming), stored
