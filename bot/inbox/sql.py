@@ -167,7 +167,8 @@ class SqlInbox:
         return outcomes
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[bool]:
-        async with write_transaction(self._sessions) as session:
+        # Callers are waiting to acknowledge a callback (WeCom allows 5 s): ahead of every other waiting writer.
+        async with write_transaction(self._sessions, acknowledging=True) as session:
             dialect = session.get_bind().dialect.name
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             conn = await session.connection()

@@ -130,7 +130,7 @@ class FullSync:
     # ---- checkpoints ------------------------------------------------------------------------------
 
     async def _load_checkpoints(self) -> None:
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             rows = (await session.exec(select(SyncCheckpoint).where(SyncCheckpoint.corp_id == self.corp_id))).all()
             finished = all(any(r.step == s and r.scope == "" and r.done for r in rows) for s in STEPS)
             if self.restart or finished:
@@ -173,7 +173,7 @@ class FullSync:
         bar = _Bar(self.progress, STEP_LABELS["tags"], 1)
         body = await self._call("get_corp_tag_list", self.client.get_corp_tag_list)
         tag_groups: list[dict[str, Any]] = list(body.get("tag_group") or [])
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             await tags.apply_corp_tag_list(session, self.corp_id, tag_groups)
             await self._save(session, "tags", done=True)
         self.report.applied["tags"] = sum(len(g.get("tag") or []) for g in tag_groups)
@@ -184,7 +184,7 @@ class FullSync:
         body = await self._call("get_follow_user_list", self.client.get_follow_user_list)
         userids = sorted({str(u) for u in body.get("follow_user") or [] if u})
         bar = _Bar(self.progress, STEP_LABELS["staff"], len(userids))
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             await staff.apply_follow_user_list(session, self.corp_id, userids)
         after = self._cursor("staff")
         todo = [u for u in userids if u > after]
@@ -197,13 +197,13 @@ class FullSync:
                 except FatalError as exc:
                     self.report.skipped["staff"] += 1
                     log.warning("user/get refused, member skipped", extra={"userid": userid, "error": str(exc)})
-            async with write_transaction(self.sessions, urgent=False) as session:
+            async with write_transaction(self.sessions) as session:
                 for user in users:
                     await staff.apply_user(session, self.corp_id, user)
                 await self._save(session, "staff", cursor=batch[-1])
             self.report.applied["staff"] += len(users)
             bar.advance(len(batch))
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             await self._save(session, "staff", done=True)
         bar.finish()
 
@@ -221,7 +221,7 @@ class FullSync:
                 continue
             await self._sync_contact_chunk(chunk, scope)
             bar.advance(len(chunk))
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             await self._save(session, "contacts", done=True)
         bar.finish()
 
@@ -232,7 +232,7 @@ class FullSync:
             body = await self._call("batch/get_by_user", fetch)
             entries = [e for e in body.get("external_contact_list") or [] if isinstance(e, dict)]
             cursor = str(body.get("next_cursor") or "")
-            async with write_transaction(self.sessions, urgent=False) as session:
+            async with write_transaction(self.sessions) as session:
                 for entry in entries:
                     await contacts.apply_contact_detail(session, self.corp_id, entry)
                 await self._save(session, "contacts", scope, cursor=cursor, done=not cursor)
@@ -252,7 +252,7 @@ class FullSync:
                 await self._sync_group(chat_id)
                 bar.advance()
             cursor = str(body.get("next_cursor") or "")
-            async with write_transaction(self.sessions, urgent=False) as session:
+            async with write_transaction(self.sessions) as session:
                 await self._save(session, "groups", cursor=cursor, done=not cursor)
             if not cursor:
                 break
@@ -265,6 +265,6 @@ class FullSync:
             self.report.skipped["groups"] += 1
             log.warning("groupchat/get refused, group skipped", extra={"chat_id": chat_id, "error": str(exc)})
             return
-        async with write_transaction(self.sessions, urgent=False) as session:
+        async with write_transaction(self.sessions) as session:
             await groups.apply_group_detail(session, self.corp_id, dict(body.get("group_chat") or {}))
         self.report.applied["groups"] += 1

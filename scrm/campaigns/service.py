@@ -277,7 +277,7 @@ async def run_due(
     planned: list[CampaignRun] = []
     for campaign_id in ids:
         try:
-            async with write_transaction(session_factory, urgent=False) as session:
+            async with write_transaction(session_factory) as session:
                 run = await _run_one(session, campaign_id, now, policy, calls_per_minute, links)
         except (ValidationError, CampaignRenderError) as exc:  # a stored spec this build cannot use: skip it
             log.error("campaign cannot be planned", extra={"campaign_id": campaign_id, "error": str(exc)})

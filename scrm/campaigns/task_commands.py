@@ -53,7 +53,7 @@ async def _locked_batch(session: AsyncSession, batch_id: int) -> CampaignBatch:
 async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now: datetime) -> str | None:
     """Write the reminder down and its command to the outbox in one transaction; the command's key, or None if
     the row moved on meanwhile (confirmed, or another leader reminded first)."""
-    async with write_transaction(session_factory, urgent=False) as session:
+    async with write_transaction(session_factory) as session:
         batch = await _locked_batch(session, item.batch_id)
         if batch.confirmed_at is not None or batch.status != BatchStatus.CREATED.value:
             return None
@@ -79,7 +79,7 @@ async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now
 async def request_cancel(session_factory: SessionFactory, item: TrackItem, now: datetime) -> str:
     """Write the cancellation of the batch's task to the outbox (once per batch); its key."""
     key = cancel_key(item.batch_id)
-    async with write_transaction(session_factory, urgent=False) as session:
+    async with write_transaction(session_factory) as session:
         batch = await _locked_batch(session, item.batch_id)
         if batch.status == BatchStatus.CREATED.value:
             await enqueue(

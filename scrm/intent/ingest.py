@@ -5,8 +5,8 @@ and ``lianyi ingest messages``) builds an :class:`IncomingMessage` and calls :fu
 own transaction. Bulk sources (the ingest endpoints and the CLI) go through :func:`store_messages` and
 :func:`record_behaviours`, which commit in short write transactions (:class:`BatchLimits`: so many records or
 so long, whichever comes first): on SQLite the file has one writer, and one 5,000-record transaction held it for
-tens of seconds while callbacks waited to be acknowledged. Between batches every waiting urgent writer (the
-inbox) goes first.
+tens of seconds while callbacks waited to be acknowledged. Between batches the inbox's waiting puts go first, then
+the other writers in turn (:func:`scrm.db.write_transaction`).
 
 The row is inserted with ``ON CONFLICT DO NOTHING`` on (corp, source, msgid), so a replayed
 page, a retried callback or a re-imported file stores nothing twice; only a newly inserted customer or staff
@@ -172,13 +172,14 @@ async def _in_batches(
 ) -> int:
     """``store`` each item, in write transactions bounded by ``limits``; returns how many ``store`` called new.
 
-    Bulk work takes background turns: every waiting urgent writer (the inbox, the worker) goes before the next
-    batch. A failure raises after the earlier batches committed.
+    Between batches every waiting acknowledgement (the inbox's put) goes first, then the other waiting writers in
+    turn (the worker's events): a bulk ingest neither holds the write lock for long nor starves under steady
+    traffic. A failure raises after the earlier batches committed.
     """
     position, stored = 0, 0
     while position < len(items):
         new_in_batch = 0
-        async with write_transaction(factory, urgent=False) as session:
+        async with write_transaction(factory) as session:
             started = time.monotonic()
             last = min(len(items), position + limits.records)
             while position < last:
