@@ -1,6 +1,7 @@
 """Callback ack latency while one maximum ingest runs, on SQLite and on PostgreSQL.
 
-    python -m bench.ingest_vs_callback [--rate 20] [--idle-seconds 10] [--records 5000]
+    python -m bench.ingest_vs_callback [--rate 20] [--idle-seconds 10] [--records 5000] [--contacts 200]
+        [--event unmodelled|add]
         [--batches default RECORDS:SECONDS ...] [--backends sqlite postgres] [--pg-dsn DSN]
 
 What runs, per backend and per ``--batches`` value (each on a fresh stack):
@@ -10,14 +11,18 @@ What runs, per backend and per ``--batches`` value (each on a fresh stack):
   the ingest, which is the point).
 * The WeCom emulator (default scenario) in this process; Lianyi in a subprocess (``bench.ingest_server``:
   ``create_app`` with every role, as ``lianyi serve`` runs it, plus a transaction timer), with
-  ``LIANYI_INGEST_BATCH_RECORDS`` / ``_SECONDS`` as the run asks (``5000:60`` puts the whole request in one
-  transaction, as before batching: the comparison).
-* **Idle** (the baseline of the same run): ``add_external_contact`` callbacks, encrypted and signed like WeCom,
-  at ``--rate`` a second for ``--idle-seconds``; the worker turns them into contacts (and welcomes). Then the
-  bench waits until every one is a contact.
+  ``LIANYI_INGEST_BATCH_RECORDS`` / ``_SECONDS`` as the run asks (``5000:60``: transactions of up to a minute,
+  close to the one-transaction ingest before batching: the comparison).
+* **Contacts**: ``--contacts`` ``add_external_contact`` callbacks at ``--rate``; the worker makes them contacts
+  (and sends welcomes). The bench waits until all exist and the inbox is empty.
+* **Idle** (the baseline of the same run): callbacks at ``--rate`` a second for ``--idle-seconds``. ``--event``
+  chooses them: ``unmodelled`` (default: an ``enter_agent`` event Lianyi does not model; verified, decrypted,
+  stored in the inbox, acknowledged, and only logged and settled by the worker: the ack path and the inbox's own
+  writes, with no WeCom API work that a busy worker would pile up) or ``add`` (more contacts: the worker calls
+  the emulator, sends welcomes, enrols SOPs).
 * **During ingest**: one ``POST /ingest/messages`` of ``--records`` customer and staff messages from those
   contacts (texts that score, so the whole intent pipeline runs: signals, score, level, stage, tags, leads),
-  while callbacks go on at the same rate until the ingest has answered.
+  while the same callbacks go on at the same rate until the ingest has answered.
 * Ack latency is measured open loop, from each callback's *scheduled* send time to its answer (one attempt,
   no client timeout short of 120 s), so a stalled server cannot hide behind a slowed sender.
 
@@ -47,8 +52,9 @@ import aiohttp
 from sqlalchemy import func
 from sqlmodel import select
 
+from bench.ingest_server import server
 from bench.welcome_load import summary_ms, welcome_staff
-from bench.welcome_stack import free_port, scratch_database
+from bench.welcome_stack import scratch_database
 from bot.emulator.callbacks import CallbackDriver
 from bot.emulator.localstack import random_aes_key
 from bot.emulator.scenario import build_state, load_scenario
@@ -59,8 +65,8 @@ from bot.runtime.fullsync import FullSync
 from bot.settings import Settings, load_settings
 from bot.wecom.client import build_wecom_client
 from scrm.channel import build_state as build_channel_state
-from scrm.db import make_engine, make_session_factory, transaction
-from scrm.models import Contact
+from scrm.db import make_engine, make_session_factory, write_transaction
+from scrm.models import Contact, InboxEvent, InboxStatus
 from scrm.sync.staff import upsert_dealer
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -85,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=20.0, help="callbacks per second, idle and during the ingest")
     p.add_argument("--idle-seconds", type=float, default=10.0, help="length of the idle baseline")
     p.add_argument("--records", type=int, default=5000, help="messages in the one ingest request")
+    p.add_argument("--contacts", type=int, default=200, help="customers added first; the ingest's messages are theirs")
+    p.add_argument(
+        "--event",
+        choices=["unmodelled", "add"],
+        default="unmodelled",
+        help="callbacks of the idle and ingest phases: an unmodelled event (edge + inbox only) or add_external_contact",
+    )
     p.add_argument(
         "--batches",
         nargs="+",
@@ -140,7 +153,7 @@ async def prepare_database(settings: Settings, state: EmulatorState) -> None:
     engine = make_engine(settings.database_url)
     try:
         sessions = make_session_factory(engine)
-        async with transaction(sessions) as session:
+        async with write_transaction(sessions) as session:
             for dealer in state.dealers.values():
                 await upsert_dealer(session, state.corp_id, dealer.code, name=dealer.name, city=dealer.city)
         async with aiohttp.ClientSession() as http:
@@ -149,47 +162,50 @@ async def prepare_database(settings: Settings, state: EmulatorState) -> None:
         await engine.dispose()
 
 
-@asynccontextmanager
-async def server(values: dict[str, str], log_path: Path) -> AsyncIterator[str]:
-    """``bench.ingest_server`` in a subprocess; yields its base URL once /healthz answers."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANYI_")}
-    env.update({f"LIANYI_{k.upper()}": v for k, v in values.items()})
-    with log_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.ingest_server", "--port", str(port), env=env, stderr=stderr
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                if proc.returncode is not None:
-                    tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
-                    raise RuntimeError(f"server exited: {tail}")
-                try:
-                    async with http.get(base + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as response:
-                        if response.status == 200:
-                            break
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        await proc.wait()
+FieldsMaker = Callable[[], dict[str, Any]]
+
+
+def add_contact_fields(state: EmulatorState) -> FieldsMaker:
+    """add_external_contact: the emulator adds a customer to a member (welcome code, channel state naming a
+    dealer); the worker fetches the contact, sends the welcome, enrols SOPs."""
+    staff = itertools.cycle(welcome_staff(state))
+    dealers = itertools.cycle(sorted(state.dealers))
+
+    def make() -> dict[str, Any]:
+        channel_state = build_channel_state(channel="qr", dealer=next(dealers), campaign="ingest")
+        return dict(state.add_contact(next(staff), state=channel_state))
+
+    return make
+
+
+def unmodelled_fields(state: EmulatorState, run: str) -> FieldsMaker:
+    """An event Lianyi does not model (enter_agent): verified, decrypted, stored in the inbox, acknowledged; the
+    worker only logs and settles it. The edge and the inbox at their cheapest."""
+    counter = itertools.count()
+
+    def make() -> dict[str, Any]:
+        return {
+            "ToUserName": state.corp_id,
+            "FromUserName": "zhangwei",
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "enter_agent",
+            "EventKey": f"{run}-{next(counter)}",
+            "AgentID": 1000002,
+        }
+
+    return make
 
 
 async def open_loop(
-    state: EmulatorState, driver: CallbackDriver, rate: float, until: Callable[[], bool]
-) -> tuple[list[float], int, list[tuple[str, str]]]:
-    """add_external_contact callbacks every 1/rate s until ``until()``: (ack ms from the scheduled send moment,
-    failed callbacks, (external_userid, staff userid) of each contact added)."""
+    driver: CallbackDriver, rate: float, make_fields: FieldsMaker, until: Callable[[], bool]
+) -> tuple[list[float], int, list[dict[str, Any]]]:
+    """A callback every 1/rate s until ``until()``: (ack ms from the scheduled send moment, failed callbacks, the
+    fields sent)."""
     loop = asyncio.get_running_loop()
-    staff = itertools.cycle(welcome_staff(state))
-    dealers = itertools.cycle(sorted(state.dealers))
     acks: list[float] = []
     failures = 0
-    added: list[tuple[str, str]] = []
+    sent: list[dict[str, Any]] = []
 
     async def one(fields: dict[str, Any], due: float) -> None:
         nonlocal failures
@@ -206,12 +222,10 @@ async def open_loop(
         await asyncio.sleep(max(0.0, due - loop.time()))
         if until():
             break
-        channel_state = build_channel_state(channel="qr", dealer=next(dealers), campaign="ingest")
-        fields = state.add_contact(next(staff), state=channel_state)
-        added.append((str(fields["ExternalUserID"]), str(fields["UserID"])))
-        tasks.append(loop.create_task(one(fields, due)))
+        sent.append(make_fields())
+        tasks.append(loop.create_task(one(sent[-1], due)))
     await asyncio.gather(*tasks)
-    return acks, failures, added
+    return acks, failures, sent
 
 
 def ingest_body(contacts: list[tuple[str, str]], records: int, run: str) -> bytes:
@@ -232,13 +246,16 @@ def ingest_body(contacts: list[tuple[str, str]], records: int, run: str) -> byte
     return "\n".join(lines).encode()
 
 
-async def wait_for_contacts(database_url: str, count: int, within: float = 120.0) -> float:
+async def settle(database_url: str, contacts: int, within: float = 300.0) -> float:
+    """Wait until ``contacts`` contacts exist and the inbox has nothing pending; returns the seconds waited."""
     engine = make_engine(database_url)
     started = time.monotonic()
+    pending = select(func.count()).select_from(InboxEvent).where(InboxEvent.status == InboxStatus.PENDING.value)
     try:
         while time.monotonic() - started < within:
             async with make_session_factory(engine)() as session:
-                if (await session.exec(select(func.count()).select_from(Contact))).one() >= count:
+                known = (await session.exec(select(func.count()).select_from(Contact))).one()
+                if known >= contacts and (await session.exec(pending)).one() == 0:
                     break
             await asyncio.sleep(0.25)
     finally:
@@ -247,17 +264,16 @@ async def wait_for_contacts(database_url: str, count: int, within: float = 120.0
 
 
 async def run_one(backend: str, batch: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    """One fresh stack: idle callbacks, then callbacks during one ingest."""
+    """One fresh stack: contacts, then idle callbacks (the baseline), then callbacks during one ingest."""
     state = build_state(load_scenario())
     run = secrets.token_hex(3)
     async with fresh_database(backend, args.pg_dsn) as database_url, await start_emulator(state) as emulator:
         values = server_values(state, emulator.base_url, database_url, batch)
         settings = load_settings(**values)
         await prepare_database(settings, state)
-        async with (
-            server(values, log_dir / f"{backend}-{batch.replace(':', '_')}-{run}.log") as base,
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http,
-        ):
+        log_path = log_dir / f"{backend}-{batch.replace(':', '_')}-{run}.log"
+        connector = aiohttp.TCPConnector(limit=256)
+        async with server(values, log_path) as base, aiohttp.ClientSession(connector=connector) as http:
             driver = CallbackDriver(
                 base + "/wecom/callback",
                 settings.callback_token,
@@ -267,23 +283,30 @@ async def run_one(backend: str, batch: str, args: argparse.Namespace, log_dir: P
                 timeout=120.0,
                 retries=1,
             )
-            idle_end = time.monotonic() + args.idle_seconds
-            idle_acks, idle_failed, contacts = await open_loop(
-                state, driver, args.rate, lambda: time.monotonic() >= idle_end
+            count = itertools.count()
+            _, setup_failed, added = await open_loop(
+                driver, args.rate, add_contact_fields(state), lambda: next(count) >= args.contacts
             )
-            settled = await wait_for_contacts(database_url, len(contacts))
+            settled = await settle(database_url, len(added))
+            event = add_contact_fields(state) if args.event == "add" else unmodelled_fields(state, run)
+            idle_end = time.monotonic() + args.idle_seconds
+            idle_acks, idle_failed, _ = await open_loop(driver, args.rate, event, lambda: time.monotonic() >= idle_end)
+            await settle(database_url, len(added))
             async with http.post(base + "/_bench/transactions"):
                 pass
-            ingest = await during_ingest(http, base, state, driver, args, contacts, run)
+            contacts = [(str(f["ExternalUserID"]), str(f["UserID"])) for f in added]
+            ingest = await during_ingest(http, base, driver, event, args, contacts, run)
             async with http.get(base + "/_bench/transactions") as response:
                 transactions = await response.json()
     return {
         "backend": backend,
+        "event": args.event,
         "batch_records": settings.ingest_batch_records,
         "batch_seconds": settings.ingest_batch_seconds,
-        "idle": {**summary_ms(idle_acks), "failed": idle_failed},
-        "contacts": len(contacts),
+        "contacts": len(added),
+        "contacts_failed": setup_failed,
         "contacts_settled_after_s": round(settled, 2),
+        "idle": {**summary_ms(idle_acks), "failed": idle_failed},
         **ingest,
         "transactions": transactions,
     }
@@ -292,8 +315,8 @@ async def run_one(backend: str, batch: str, args: argparse.Namespace, log_dir: P
 async def during_ingest(
     http: aiohttp.ClientSession,
     base: str,
-    state: EmulatorState,
     driver: CallbackDriver,
+    event: FieldsMaker,
     args: argparse.Namespace,
     contacts: list[tuple[str, str]],
     run: str,
@@ -304,13 +327,13 @@ async def during_ingest(
 
     async def post() -> tuple[int, Any, float]:
         async with http.post(
-            base + "/ingest/messages", data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=600)
+            base + "/ingest/messages", data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=3600)
         ) as response:
             answer = await response.json()
         return response.status, answer, time.monotonic() - started
 
     ingest = asyncio.create_task(post())
-    acks, failed, _ = await open_loop(state, driver, args.rate, ingest.done)
+    acks, failed, _ = await open_loop(driver, args.rate, event, ingest.done)
     status, answer, seconds = await ingest
     return {
         "during_ingest": {**summary_ms(acks), "failed": failed},
@@ -346,6 +369,8 @@ def print_run(run: dict[str, Any]) -> None:
         f" {ingest['seconds']} s; {tx['ingest_transactions']} ingest transactions, longest"
         f" {tx['ingest_longest_ms']} ms (others: {tx['other_transactions']}, longest {tx['other_longest_ms']} ms)"
     )
+    for ms, first in tx.get("other_longest", [])[:3]:
+        print(f"  long other transaction {ms:>9} ms: {first}")
     for phase in ("idle", "during_ingest"):
         f = run[phase]
         print(
