@@ -18,8 +18,13 @@ SessionFactory = async_sessionmaker[AsyncSession]
 _BEGIN_IMMEDIATE = "lianyi_sqlite_begin_immediate"
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL and a busy timeout so several tasks can share the file."""
+def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine; SQLite gets WAL and a busy timeout so several tasks can share the file.
+
+    ``background_checkpoints`` (SQLite; the server's engine): no commit copies the WAL back into the database
+    file (SQLite does that in the commit that crosses 1,000 pages, fsync included: seconds on a busy disk, while
+    that writer holds the write lock and every callback waits); the caller runs :func:`checkpoint` instead.
+    """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
     else:
@@ -36,6 +41,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if background_checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -44,6 +51,17 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+async def checkpoint(engine: AsyncEngine) -> int:
+    """SQLite: copy what the WAL holds into the database file without waiting for (or blocking) writers or
+    readers (``PASSIVE``); returns the WAL frames now checkpointed. Other databases: nothing, 0."""
+    if engine.dialect.name != "sqlite":
+        return 0
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        busy_and_frames: tuple[int, int, int] = tuple(result.one())  # (busy, WAL frames, frames checkpointed)
+    return int(busy_and_frames[2])
 
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from scrm.db import SessionFactory, make_engine, make_session_factory, write_transaction
+from scrm.db import SessionFactory, checkpoint, make_engine, make_session_factory, write_transaction
 
 
 async def test_waiting_writers_go_ack_then_urgent_then_background(tmp_path: Path) -> None:
@@ -76,3 +76,24 @@ async def test_a_write_transaction_owns_the_file_from_begin_against_other_proces
     finally:
         await ours.dispose()
         await theirs.dispose()
+
+
+async def test_background_checkpoints_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None:
+    """The server's engine never checkpoints in a commit (that writer would hold the lock through the fsync);
+    :func:`checkpoint` copies the WAL back instead."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}"
+    server, tool = make_engine(url, background_checkpoints=True), make_engine(url)
+    try:
+        async with server.begin() as conn:
+            await conn.execute(text("CREATE TABLE pad (b BLOB NOT NULL)"))
+        async with write_transaction(make_session_factory(server)) as session:
+            conn = await session.connection()
+            for _ in range(1200):  # past the 1,000 pages at which a commit would checkpoint
+                await conn.execute(text("INSERT INTO pad VALUES (randomblob(4000))"))
+        async with server.connect() as conn, tool.connect() as other:
+            assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one() == 0
+            assert (await other.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one() == 1000
+        assert await checkpoint(server) > 1000  # the whole WAL was still waiting to be copied back
+    finally:
+        await server.dispose()
+        await tool.dispose()
