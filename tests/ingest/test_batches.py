@@ -192,7 +192,12 @@ async def test_behaviours_in_batches_count_once(engine: AsyncEngine, session_fac
     commits = Commits(engine)
     for _ in range(2):
         await record_behaviours(
-            session_factory, CORP, behaviours, limits=BatchLimits(records=4, seconds=3600), intent=hooks.intent, hooks=hooks
+            session_factory,
+            CORP,
+            behaviours,
+            limits=BatchLimits(records=4, seconds=3600),
+            intent=hooks.intent,
+            hooks=hooks,
         )
     assert commits.count == 6  # 4 + 4 + 1, twice
     async with session_factory() as session:
