@@ -58,7 +58,7 @@ class TestInboxContract:
         results = await asyncio.gather(
             inbox.put(item("contact:a", 1)), inbox.put(item("contact:b", 1)), inbox.put(item("contact:a", 1))
         )
-        assert results == [True, True, False]
+        assert list(results) == [True, True, False]
         assert sorted(keys_of(await inbox.claim("w1", max_items=5, block_ms=0))) == ["contact:a:1", "contact:b:1"]
 
     async def test_order_per_key_is_preserved(self, backend: Backend) -> None:
