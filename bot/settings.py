@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     reconcile_minutes: float = Field(
         default=60.0, ge=0, description="Minutes between reconciliations with WeCom (also at leader start); 0 = off"
     )
+    ingest_batch_records: int = Field(
+        default=100, ge=1, le=5000, description="Most ingest records per write transaction (bounds the write lock)"
+    )
+    ingest_batch_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="An ingest write transaction commits once it has run this long"
+    )
     secret_key: str = Field(description="The one server secret every token, session, CSRF and link key derives from")
     secret_key_previous: str = Field(default="", description="The secret key before a rotation (verifies only)")
     session_max_hours: float = Field(

@@ -14,13 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# Execution option of a SQLite connection whose transaction takes the write lock at BEGIN (see write_transaction).
+_BEGIN_IMMEDIATE = "lianyi_sqlite_begin_immediate"
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> AsyncEngine:
     """Create the async engine; SQLite gets WAL and a busy timeout so several tasks can share the file.
 
     ``hide_parameters``: an error's message never carries the statement's values (message text, names, phone
-    numbers), so logging an exception cannot leak them."""
+    numbers), so logging an exception cannot leak them.
+
+    ``background_checkpoints`` (SQLite; the server's engine): no commit copies the WAL back into the database
+    file (SQLite does that in the commit that crosses 1,000 pages, fsync included: seconds on a busy disk, while
+    that writer holds the write lock and every callback waits); the caller runs :func:`checkpoint` instead.
+    """
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
@@ -38,9 +45,27 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if background_checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(_BEGIN_IMMEDIATE):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
+
+
+async def checkpoint(engine: AsyncEngine) -> int:
+    """SQLite: copy what the WAL holds into the database file without waiting for (or blocking) writers or
+    readers (``PASSIVE``); returns the WAL frames now checkpointed. Other databases: nothing, 0."""
+    if engine.dialect.name != "sqlite":
+        return 0
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        busy_and_frames: tuple[int, int, int] = tuple(result.one())  # (busy, WAL frames, frames checkpointed)
+    return int(busy_and_frames[2])
 
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
@@ -59,19 +84,21 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
 
 
 class _WriteTurns:
-    """A FIFO lock with two queues: a waiting urgent writer goes before every waiting background writer."""
+    """A lock with three FIFO queues: a waiting acknowledging writer goes before every waiting urgent writer, and
+    an urgent one before every waiting background writer."""
+
+    ACK, URGENT, BACKGROUND = 0, 1, 2
 
     def __init__(self) -> None:
         self._busy = False
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._background: deque[asyncio.Future[None]] = deque()
+        self._queues: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque(), deque())
 
-    async def acquire(self, urgent: bool) -> None:
-        if not self._busy and not self._urgent and not self._background:
+    async def acquire(self, rank: int) -> None:
+        if not self._busy and not any(self._queues):
             self._busy = True
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._background).append(turn)
+        self._queues[rank].append(turn)
         try:
             await turn
         except asyncio.CancelledError:
@@ -80,7 +107,7 @@ class _WriteTurns:
             raise
 
     def release(self) -> None:
-        for queue in (self._urgent, self._background):
+        for queue in self._queues:
             while queue:
                 turn = queue.popleft()
                 if not turn.done():
@@ -108,22 +135,30 @@ def _sqlite_turns(factory: SessionFactory) -> _WriteTurns | None:
 
 
 @asynccontextmanager
-async def write_transaction(factory: SessionFactory, *, urgent: bool = True) -> AsyncIterator[AsyncSession]:
-    """:func:`transaction` for a hot unit of work that writes (inbox, handlers, outbox).
+async def write_transaction(
+    factory: SessionFactory, *, urgent: bool = True, acknowledging: bool = False
+) -> AsyncIterator[AsyncSession]:
+    """:func:`transaction` for a unit of work that writes (inbox, handlers, outbox, ticks, ingest).
 
     On SQLite the file has one writer at a time; writers of one process that fight for it wait in SQLite's
-    busy handler, which sleeps in steps of up to 100 ms. Here they take turns in process instead (no
-    sleeping), and ``urgent=False`` work (background fetches) lets every waiting urgent writer go first.
-    Never nest it (turns are not re-entrant). PostgreSQL: plain :func:`transaction`.
+    busy handler, which sleeps in steps of up to 100 ms, and a deferred transaction that read before another
+    writer committed fails when it tries to write ("database is locked"). So on SQLite the transaction begins
+    with ``BEGIN IMMEDIATE`` (it waits for the lock once, up front, also against other processes such as
+    ``lianyi ingest``), and the writers of one process take turns in process (no sleeping):
+    ``acknowledging=True`` (the inbox's put: WeCom waits for its answer) goes before every other waiting
+    writer, and ``urgent=False`` work (background fetches, SOP ticks) lets every waiting urgent writer
+    go first. Never nest it (turns are not re-entrant). PostgreSQL: plain :func:`transaction`.
     """
     turns = _sqlite_turns(factory)
     if turns is None:
         async with transaction(factory) as session:
             yield session
         return
-    await turns.acquire(urgent)
+    rank = _WriteTurns.ACK if acknowledging else _WriteTurns.URGENT if urgent else _WriteTurns.BACKGROUND
+    await turns.acquire(rank)
     try:
         async with transaction(factory) as session:
+            await session.connection(execution_options={_BEGIN_IMMEDIATE: True})
             yield session
     finally:
         turns.release()

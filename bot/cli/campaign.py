@@ -32,7 +32,7 @@ from scrm.campaigns.check import check_campaign_file
 from scrm.campaigns.preview import preview_lines, preview_run
 from scrm.campaigns.report import REASON_CN, campaign_report, render_report, target_rows, write_csv
 from scrm.campaigns.spec import slot_of
-from scrm.db import SessionFactory, make_engine, make_session_factory, transaction
+from scrm.db import SessionFactory, make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
 from scrm.models import BatchStatus, Campaign, CampaignBatch, CampaignRun
 
@@ -107,7 +107,7 @@ def save_command(file: Path, actor: str) -> None:
     settings = load_settings()
 
     async def work(sessions: SessionFactory) -> service.Saved:
-        async with transaction(sessions) as session:
+        async with write_transaction(sessions) as session:
             return await service.save_campaign(session, settings.corp_id, spec, by=actor, now=utcnow())
 
     saved = _with_sessions(settings, work)
@@ -121,7 +121,7 @@ def _decide(action: str) -> Callable[..., None]:
         settings = load_settings()
 
         async def work(sessions: SessionFactory) -> str:
-            async with transaction(sessions) as session:
+            async with write_transaction(sessions) as session:
                 now = utcnow()
                 if action == "approve":
                     await service.approve(session, settings.corp_id, code, by=by, now=now)

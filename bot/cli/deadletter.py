@@ -29,7 +29,7 @@ from bot.settings import Settings, load_settings
 from scrm import audit
 from scrm.accounts.actors import ActorRefused, require_actor
 from scrm.accounts.permissions import Permission
-from scrm.db import make_engine, make_session_factory, transaction
+from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
 from scrm.errors import LianyiError, SettingsError
 from scrm.models import CommandStatus, DeadLetter, OutboxCommand
@@ -177,7 +177,7 @@ async def _replay(settings: Settings, letter_id: int, force: bool, actor: str) -
             payload=dict(letter.payload),
         )
         added = await inbox.put(item)
-        async with transaction(factory) as session:
+        async with write_transaction(factory) as session:
             stored = await session.get(DeadLetter, letter_id)
             assert stored is not None
             before = stored.model_dump()

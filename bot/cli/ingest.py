@@ -16,35 +16,36 @@ from bot.cli.database import fail, require_database
 from bot.cli.identity import as_option
 from bot.runtime.services import build_services
 from bot.settings import Settings, load_settings
+from bot.web.ingest_api import ingest_limits
 from scrm import audit
 from scrm.accounts.actors import ActorRefused, require_actor
 from scrm.accounts.permissions import Permission
 from scrm.db import make_engine, make_session_factory, write_transaction
 from scrm.db_types import utcnow
-from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record, store_message
-
-BATCH = 500  # messages per transaction
+from scrm.intent.ingest import InvalidRecord, load_records, parse_message_record, store_messages
 
 
 async def import_messages(settings: Settings, document: str, *, source: str, actor: str) -> tuple[int, int]:
-    """Validate every record, then store them in batches as ``actor``; returns (records, newly stored)."""
+    """Validate every record, then store them as ``actor`` in short write transactions (``LIANYI_INGEST_BATCH_*``);
+    returns (records, newly stored)."""
     incoming = [
         parse_message_record(record, line=line, default_source=source) for line, record in load_records(document)
     ]
     engine = make_engine(settings.database_url)
     services = build_services(settings)
-    stored = 0
     try:
         factory = make_session_factory(engine)
         async with factory() as session:
             await require_actor(session, actor, Permission.MESSAGE_IMPORT)
-        for start in range(0, len(incoming), BATCH):
-            async with write_transaction(factory) as session:
-                for item in incoming[start : start + BATCH]:
-                    if await store_message(
-                        session, settings.corp_id, item, intent=services.intent, hooks=services, now=utcnow()
-                    ):
-                        stored += 1
+        stored = await store_messages(
+            factory,
+            settings.corp_id,
+            incoming,
+            limits=ingest_limits(settings),
+            intent=services.intent,
+            hooks=services,
+            now=utcnow,
+        )
         async with write_transaction(factory) as session:
             detail = {
                 "records": len(incoming),

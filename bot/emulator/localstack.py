@@ -30,7 +30,7 @@ from bot.runtime.app import RUNTIME_KEY, create_app
 from bot.runtime.assembly import ALL_ROLES, Role, Runtime
 from bot.runtime.fullsync import FullSync, SyncReport
 from bot.settings import Settings, load_settings
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
 from scrm.models import CommandStatus, OutboxCommand
 from scrm.sync.staff import upsert_dealer
@@ -130,7 +130,7 @@ class LocalStack:
 
     async def seed_dealers(self) -> None:
         """The brand's dealer list (names, cities) — what the roster import of a real deployment provides."""
-        async with transaction(self.session_factory) as session:
+        async with write_transaction(self.session_factory) as session:
             for dealer in self.scenario.dealers:
                 await upsert_dealer(session, self.state.corp_id, dealer.code, name=dealer.name, city=dealer.city)
 

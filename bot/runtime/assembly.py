@@ -22,6 +22,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.inbox.base import Inbox
@@ -45,7 +46,7 @@ from bot.runtime.worker import Worker
 from bot.settings import Settings
 from bot.web.health import count_unknown_outcomes, template_status, watch_templates
 from bot.wecom.client import WeComClient, build_wecom_client
-from scrm.db import SessionFactory, make_engine, make_session_factory
+from scrm.db import SessionFactory, checkpoint, make_engine, make_session_factory
 from scrm.db_types import utcnow
 from scrm.services import Services
 
@@ -60,6 +61,7 @@ class Role(StrEnum):
 
 
 ALL_ROLES = frozenset(Role)
+CHECKPOINT_SECONDS = 1.0  # SQLite: how often the WAL is copied back into the database file
 
 
 def default_instance_id() -> str:
@@ -100,7 +102,7 @@ class Runtime:
         self.keys = RedisKeys(s.redis_prefix)
         # No pre-ping: it costs a round trip per checkout on the hot path (~10 % of a worker's CPU). A connection
         # that died with the server fails its unit of work once; inbox events and outbox commands are retried.
-        self.engine = make_engine(s.database_url, pool_pre_ping=False)
+        self.engine = make_engine(s.database_url, pool_pre_ping=False, background_checkpoints=True)
         self.session_factory = make_session_factory(self.engine)
         if s.redis_url:
             self.redis = aioredis.from_url(s.redis_url)
@@ -145,6 +147,8 @@ class Runtime:
             await self._start_scheduler()
         if self.durability is not None:
             self._spawn("inbox-durability", self.durability.watch(self._stop))
+        if self.engine.dialect.name == "sqlite":
+            self._spawn("sqlite-checkpoint", self._checkpoint_sqlite())
         log.info("runtime started", extra={"roles": sorted(self.roles), "instance": self.instance_id})
 
     async def _check_inbox_durability(self) -> None:
@@ -205,6 +209,18 @@ class Runtime:
         for tick in ticks:
             self.scheduler.add_tick(tick)
         await self.scheduler.start()
+
+    async def _checkpoint_sqlite(self) -> None:
+        """The engine leaves WAL checkpoints to this loop (off the write path, in aiosqlite's thread; see
+        :func:`scrm.db.make_engine`): once a second, and once more at the end."""
+        while not self._stop.is_set():
+            try:
+                await checkpoint(self.engine)
+            except SQLAlchemyError as exc:  # a busy or vanished file: the next round tries again
+                log.warning("SQLite checkpoint failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), CHECKPOINT_SECONDS)
+        await checkpoint(self.engine)
 
     def _spawn(self, name: str, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]

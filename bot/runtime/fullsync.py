@@ -29,7 +29,7 @@ from rich.progress import Progress, TaskID
 from sqlmodel import col, select
 
 from bot.wecom.errors import FatalError, RateLimitedError, RetryableError
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.models import Staff, SyncCheckpoint
 from scrm.rows import assign, get_or_create
 from scrm.sync import contacts, groups, staff, tags
@@ -132,7 +132,7 @@ class FullSync:
     # ---- checkpoints ------------------------------------------------------------------------------
 
     async def _load_checkpoints(self) -> None:
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             query = select(SyncCheckpoint).where(
                 SyncCheckpoint.corp_id == self.corp_id, col(SyncCheckpoint.step).in_(self.steps)
             )
@@ -178,7 +178,7 @@ class FullSync:
         bar = _Bar(self.progress, STEP_LABELS["tags"], 1)
         body = await self._call("get_corp_tag_list", self.client.get_corp_tag_list)
         tag_groups: list[dict[str, Any]] = list(body.get("tag_group") or [])
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             await tags.apply_corp_tag_list(session, self.corp_id, tag_groups)
             await self._save(session, "tags", done=True)
         self.report.applied["tags"] = sum(len(g.get("tag") or []) for g in tag_groups)
@@ -189,7 +189,7 @@ class FullSync:
         body = await self._call("get_follow_user_list", self.client.get_follow_user_list)
         userids = sorted({str(u) for u in body.get("follow_user") or [] if u})
         bar = _Bar(self.progress, STEP_LABELS["staff"], len(userids))
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             await staff.apply_follow_user_list(session, self.corp_id, userids)
         after = self._cursor("staff")
         todo = [u for u in userids if u > after]
@@ -202,13 +202,13 @@ class FullSync:
                 except FatalError as exc:
                     self.report.skipped["staff"] += 1
                     log.warning("user/get refused, member skipped", extra={"userid": userid, "error": str(exc)})
-            async with transaction(self.sessions) as session:
+            async with write_transaction(self.sessions) as session:
                 for user in users:
                     await staff.apply_user(session, self.corp_id, user)
                 await self._save(session, "staff", cursor=batch[-1])
             self.report.applied["staff"] += len(users)
             bar.advance(len(batch))
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             await self._save(session, "staff", done=True)
         bar.finish()
 
@@ -226,7 +226,7 @@ class FullSync:
                 continue
             await self._sync_contact_chunk(chunk, scope)
             bar.advance(len(chunk))
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             await self._save(session, "contacts", done=True)
         bar.finish()
 
@@ -237,7 +237,7 @@ class FullSync:
             body = await self._call("batch/get_by_user", fetch)
             entries = [e for e in body.get("external_contact_list") or [] if isinstance(e, dict)]
             cursor = str(body.get("next_cursor") or "")
-            async with transaction(self.sessions) as session:
+            async with write_transaction(self.sessions) as session:
                 for entry in entries:
                     await contacts.apply_contact_detail(session, self.corp_id, entry)
                 await self._save(session, "contacts", scope, cursor=cursor, done=not cursor)
@@ -257,7 +257,7 @@ class FullSync:
                 await self._sync_group(chat_id)
                 bar.advance()
             cursor = str(body.get("next_cursor") or "")
-            async with transaction(self.sessions) as session:
+            async with write_transaction(self.sessions) as session:
                 await self._save(session, "groups", cursor=cursor, done=not cursor)
             if not cursor:
                 break
@@ -270,6 +270,6 @@ class FullSync:
             self.report.skipped["groups"] += 1
             log.warning("groupchat/get refused, group skipped", extra={"chat_id": chat_id, "error": str(exc)})
             return
-        async with transaction(self.sessions) as session:
+        async with write_transaction(self.sessions) as session:
             await groups.apply_group_detail(session, self.corp_id, dict(body.get("group_chat") or {}))
         self.report.applied["groups"] += 1

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.runtime.leader import LeaderLock
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.maintenance import enqueue_stale_group_refetch, enqueue_tag_refresh
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,11 @@ def maintenance_ticks(session_factory: SessionFactory, corp_id: str) -> list[Tic
     """The spine's ticks: hourly tag mirror, and a daily refetch of groups we have not heard about."""
 
     async def refresh_tags(now: datetime) -> None:
-        async with transaction(session_factory) as session:
+        async with write_transaction(session_factory) as session:
             await enqueue_tag_refresh(session, corp_id, slot=now.strftime("%Y%m%d%H"))
 
     async def refetch_stale_groups(now: datetime) -> None:
-        async with transaction(session_factory) as session:
+        async with write_transaction(session_factory) as session:
             count = await enqueue_stale_group_refetch(session, corp_id, now=now, max_age=timedelta(hours=24))
         if count:
             log.info("stale groups queued for refetch", extra={"count": count})

@@ -7,8 +7,11 @@
 
 Both take a JSON array or JSON lines, at most ``MAX_RECORDS`` records and ``LIANYI_INGEST_MAX_BODY_BYTES``
 bytes, nested at most ``MAX_JSON_DEPTH`` deep (measured before parsing; deeper → 400 ``json_too_deep``), with
-``Authorization: Bearer <LIANYI_INGEST_TOKEN>`` (compared in constant time). A request is all or nothing: every
-record is validated before the first is stored, and they are stored in one transaction.
+``Authorization: Bearer <LIANYI_INGEST_TOKEN>`` (compared in constant time). Every record is validated before
+the first is stored (one bad record → 400, nothing stored). They are then stored in short write transactions (at
+most ``LIANYI_INGEST_BATCH_RECORDS`` records, about ``LIANYI_INGEST_BATCH_SECONDS`` long), so a large request never
+holds SQLite's write lock for long. Records are deduplicated (messages by source + msgid, behaviours by kind +
+ref): a request that failed part-way, sent again, stores the rest and nothing twice.
 Errors are JSON ``{"error": code, "message": 中文, "message_en": English, "line"?: n}``.
 """
 
@@ -27,15 +30,16 @@ from aiohttp import web
 from bot.edge.body import BodyTooLarge, read_body
 from bot.edge.bounded_json import JsonRefused, check_json_depth, require_storable, unparsable
 from bot.settings import Settings
-from scrm.db import SessionFactory, write_transaction
+from scrm.db import SessionFactory
 from scrm.errors import LianyiError
 from scrm.intent.ingest import (
+    BatchLimits,
     InvalidRecord,
     load_records,
     parse_behaviour_record,
     parse_message_record,
-    record_behaviour,
-    store_message,
+    record_behaviours,
+    store_messages,
 )
 from scrm.services import Services
 
@@ -60,6 +64,11 @@ class IngestRefused(LianyiError):
             body["line"] = self.line
         headers = {"WWW-Authenticate": 'Bearer realm="lianyi-ingest"'} if self.status == 401 else None
         return web.json_response(body, status=self.status, headers=headers, dumps=_dumps)
+
+
+def ingest_limits(settings: Settings) -> BatchLimits:
+    """How long one ingest write transaction may grow (``LIANYI_INGEST_BATCH_RECORDS`` / ``_SECONDS``)."""
+    return BatchLimits(records=settings.ingest_batch_records, seconds=settings.ingest_batch_seconds)
 
 
 def _dumps(value: Any) -> str:
@@ -88,18 +97,15 @@ class IngestApi:
         try:
             records = await self._records(request)
             incoming = [parse_message_record(record, line=line) for line, record in records]
-            stored = 0
-            async with write_transaction(self._factory) as session:
-                for item in incoming:
-                    if await store_message(
-                        session,
-                        self._settings.corp_id,
-                        item,
-                        intent=self._services.intent,
-                        hooks=self._services,
-                        now=self._now(),
-                    ):
-                        stored += 1
+            stored = await store_messages(
+                self._factory,
+                self._settings.corp_id,
+                incoming,
+                limits=ingest_limits(self._settings),
+                intent=self._services.intent,
+                hooks=self._services,
+                now=self._now,
+            )
         except InvalidRecord as exc:
             return IngestRefused(400, "invalid_record", exc.zh, exc.en, line=exc.line).response()
         except IngestRefused as exc:
@@ -111,15 +117,14 @@ class IngestApi:
         try:
             records = await self._records(request)
             behaviours = [parse_behaviour_record(record, line=line) for line, record in records]
-            async with write_transaction(self._factory) as session:
-                for behaviour in behaviours:
-                    await record_behaviour(
-                        session,
-                        self._settings.corp_id,
-                        behaviour,
-                        intent=self._services.intent,
-                        hooks=self._services,
-                    )
+            await record_behaviours(
+                self._factory,
+                self._settings.corp_id,
+                behaviours,
+                limits=ingest_limits(self._settings),
+                intent=self._services.intent,
+                hooks=self._services,
+            )
         except InvalidRecord as exc:
             return IngestRefused(400, "invalid_record", exc.zh, exc.en, line=exc.line).response()
         except IngestRefused as exc:

@@ -34,7 +34,7 @@ from scrm.campaigns.run_writer import plan_run
 from scrm.campaigns.spec import CampaignSpec, slot_of
 from scrm.commands import CommandKind
 from scrm.contact_policy import Policy
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.db_insert import insert_ignoring_conflict
 from scrm.errors import DomainError
 from scrm.links import LinkWrapper
@@ -304,7 +304,7 @@ async def run_due(
     planned: list[CampaignRun] = []
     for campaign_id in ids:
         try:
-            async with transaction(session_factory) as session:
+            async with write_transaction(session_factory) as session:
                 run = await _run_one(session, campaign_id, now, policy, calls_per_minute, links)
         except (ValidationError, CampaignRenderError) as exc:  # a stored spec this build cannot use: skip it
             log.error("campaign cannot be planned", extra={"campaign_id": campaign_id, "error": str(exc)})

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scrm.campaigns.tracking import TrackItem
 from scrm.commands import CommandKind, enqueue
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.models import BatchStatus, CampaignBatch, CommandStatus, OutboxCommand
 
 REMIND_DEADLINE = timedelta(minutes=5)  # a reminder that cannot go out by then expires (quiet hours may begin)
@@ -53,7 +53,7 @@ async def _locked_batch(session: AsyncSession, batch_id: int) -> CampaignBatch:
 async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now: datetime) -> str | None:
     """Write the reminder down and its command to the outbox in one transaction; the command's key, or None if
     the row moved on meanwhile (confirmed, or another leader reminded first)."""
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         batch = await _locked_batch(session, item.batch_id)
         if batch.confirmed_at is not None or batch.status != BatchStatus.CREATED.value:
             return None
@@ -79,7 +79,7 @@ async def reserve_reminder(session_factory: SessionFactory, item: TrackItem, now
 async def request_cancel(session_factory: SessionFactory, item: TrackItem, now: datetime) -> str:
     """Write the cancellation of the batch's task to the outbox (once per batch); its key."""
     key = cancel_key(item.batch_id)
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         batch = await _locked_batch(session, item.batch_id)
         if batch.status == BatchStatus.CREATED.value:
             await enqueue(

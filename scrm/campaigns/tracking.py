@@ -26,7 +26,7 @@ from sqlmodel import col, select
 
 from scrm.campaigns.service import mark_targets
 from scrm.campaigns.spec import REMINDS_PER_DAY, CampaignSpec
-from scrm.db import SessionFactory, transaction
+from scrm.db import SessionFactory, write_transaction
 from scrm.models import (
     BatchStatus,
     Campaign,
@@ -103,7 +103,7 @@ async def sync_batches(
 ) -> int:
     """Move queued batches whose command finished; returns how many moved."""
     moved = 0
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         rows = (
             await session.exec(
                 select(CampaignBatch, OutboxCommand)
@@ -156,7 +156,7 @@ async def sync_batches(
 async def claim_for_tracking(
     session_factory: SessionFactory, now: datetime, *, limit: int = 200, lease: timedelta = TRACK_LEASE
 ) -> list[TrackItem]:
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         ids = (
             select(CampaignBatch.id)
             .where(
@@ -234,14 +234,14 @@ def given_up(item: TrackItem, now: datetime) -> bool:
 
 
 async def reschedule(session_factory: SessionFactory, item: TrackItem, at: datetime) -> None:
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         await session.exec(update(CampaignBatch).where(col(CampaignBatch.id) == item.batch_id).values(next_track_at=at))
 
 
 async def apply_confirmation(
     session_factory: SessionFactory, item: TrackItem, confirmed_at: datetime, now: datetime
 ) -> None:
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         await session.exec(
             update(CampaignBatch)
             .where(col(CampaignBatch.id) == item.batch_id, col(CampaignBatch.confirmed_at).is_(None))
@@ -262,7 +262,7 @@ async def apply_results(
     batch (a given-up task: no more polling)."""
     still_unsent = 0
     confirmed = item.confirmed_at or now
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         by_status: dict[TargetStatus, list[str]] = {}
         for recipient, code in results.items():
             status = RESULT_STATUS.get(code, TargetStatus.UNSENT)
@@ -289,7 +289,7 @@ async def apply_results(
 
 
 async def apply_cancelled(session_factory: SessionFactory, item: TrackItem, now: datetime) -> None:
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         await session.exec(
             update(CampaignBatch)
             .where(col(CampaignBatch.id) == item.batch_id)
@@ -309,7 +309,7 @@ async def apply_cancelled(session_factory: SessionFactory, item: TrackItem, now:
 async def finish_runs(session_factory: SessionFactory, now: datetime) -> int:
     """Runs in flight whose batches are all final become tracking (all tasks exist) or done."""
     changed = 0
-    async with transaction(session_factory) as session:
+    async with write_transaction(session_factory) as session:
         open_batches = (
             select(CampaignBatch.run_id, func.count().label("n"))
             .where(

@@ -2,7 +2,13 @@
 
 Every source (微信客服 sync_msg, AI bot callbacks, self-built app messages, the chat-archive ingest endpoint
 and ``lianyi ingest messages``) builds an :class:`IncomingMessage` and calls :func:`store_message` inside its
-own transaction. The row is inserted with ``ON CONFLICT DO NOTHING`` on (corp, source, msgid), so a replayed
+own transaction. Bulk sources (the ingest endpoints and the CLI) go through :func:`store_messages` and
+:func:`record_behaviours`, which commit in short write transactions (:class:`BatchLimits`: so many records or
+so long, whichever comes first): on SQLite the file has one writer, and one 5,000-record transaction held it for
+tens of seconds while callbacks waited to be acknowledged. Between batches the inbox's waiting puts go first, then
+the other writers in turn (:func:`scrm.db.write_transaction`).
+
+The row is inserted with ``ON CONFLICT DO NOTHING`` on (corp, source, msgid), so a replayed
 page, a retried callback or a re-imported file stores nothing twice; only a newly inserted customer or staff
 message reaches :func:`scrm.intent.pipeline.on_message_stored`, in the same transaction (a staff member's
 message may be the first contact on a lead).
@@ -14,17 +20,22 @@ integrator both read them).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scrm.db import SessionFactory, write_transaction
 from scrm.errors import LianyiError
 from scrm.intent import pipeline
+from scrm.intent.rules import IntentRulesError
 from scrm.intent.services import IntentServices
 from scrm.lifecycle import LifecycleHooks
 from scrm.models import Message
@@ -32,6 +43,8 @@ from scrm.privacy.tombstones import erased_before
 from scrm.rows import get_or_create
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SOURCES = ("kf", "aibot", "app", "archive")
 CHAT_TYPES = ("single", "group")
@@ -142,6 +155,102 @@ async def record_behaviour(
         intent=intent,
         hooks=hooks,
     )
+
+
+# ---- bulk: bounded write transactions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """When a bulk write transaction commits: after ``records`` records, or as soon as it has run ``seconds``
+    (a record that hands off a lead costs many times one that only scores; machines differ)."""
+
+    records: int = 100
+    seconds: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.records < 1 or self.seconds < 0:
+            raise ValueError("a batch needs records >= 1 and seconds >= 0")
+
+
+async def _in_batches(
+    factory: SessionFactory,
+    items: Sequence[T],
+    limits: BatchLimits,
+    store: Callable[[AsyncSession, T], Awaitable[bool]],
+) -> int:
+    """``store`` each item, in write transactions bounded by ``limits``; returns how many ``store`` called new.
+
+    Between batches every waiting acknowledgement (the inbox's put) goes first, then the other waiting writers in
+    turn (the worker's events): a bulk ingest neither holds the write lock for long nor starves under steady
+    traffic. A failure raises after the earlier batches committed.
+    """
+    position, stored = 0, 0
+    while position < len(items):
+        new_in_batch = 0
+        async with write_transaction(factory) as session:
+            started = time.monotonic()
+            last = min(len(items), position + limits.records)
+            while position < last:
+                new_in_batch += bool(await store(session, items[position]))
+                position += 1
+                if time.monotonic() - started >= limits.seconds:
+                    break
+        stored += new_in_batch
+        await asyncio.sleep(0)  # whatever waited for the event loop runs before the next batch
+    return stored
+
+
+async def _warm_classifier(intent: IntentServices) -> None:
+    """Load (and train the model of) intent.yaml in a thread, not on the event loop in the first batch; a broken
+    file is the pipeline's business (it leaves messages unclassified and logs why)."""
+    with contextlib.suppress(IntentRulesError):
+        await asyncio.to_thread(intent.classifier)
+
+
+async def store_messages(
+    factory: SessionFactory,
+    corp_id: str,
+    incoming: Sequence[IncomingMessage],
+    *,
+    limits: BatchLimits,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
+    now: Callable[[], datetime],
+) -> int:
+    """Store ``incoming`` in write transactions bounded by ``limits``; returns how many were new.
+
+    A batch commits as a whole or not at all. Each record is deduplicated by (corp, source, msgid), so sending
+    the same records again after a failure part-way completes the run and adds nothing else. Scoring is per
+    message on what is committed plus the batch so far, exactly as in one transaction: a contact whose
+    messages span two batches ends with the same signals, score and history.
+    """
+    await _warm_classifier(intent)
+
+    async def store(session: AsyncSession, item: IncomingMessage) -> bool:
+        return await store_message(session, corp_id, item, intent=intent, hooks=hooks, now=now())
+
+    return await _in_batches(factory, incoming, limits, store)
+
+
+async def record_behaviours(
+    factory: SessionFactory,
+    corp_id: str,
+    behaviours: Sequence[IncomingBehaviour],
+    *,
+    limits: BatchLimits,
+    intent: IntentServices,
+    hooks: LifecycleHooks,
+) -> None:
+    """:func:`record_behaviour` for each, in write transactions bounded by ``limits`` (see :func:`store_messages`;
+    a behaviour is deduplicated by its ``ref``)."""
+    await _warm_classifier(intent)
+
+    async def record(session: AsyncSession, behaviour: IncomingBehaviour) -> bool:
+        await record_behaviour(session, corp_id, behaviour, intent=intent, hooks=hooks)
+        return True
+
+    await _in_batches(factory, behaviours, limits, record)
 
 
 # ---- records (archive ingest, behaviours) ---------------------------------------------------------------

@@ -53,6 +53,14 @@ class TestInboxContract:
         assert sorted(results) == [False, False, False, False, True]
         assert keys_of(await inboxes[0].claim("w1", block_ms=0)) == ["contact:a:1"]
 
+    async def test_one_inbox_told_a_key_twice_at_once_stores_it_once(self, backend: Backend) -> None:
+        inbox = backend.make()  # a WeCom retry arrives while the original waits in the same group commit
+        results = await asyncio.gather(
+            inbox.put(item("contact:a", 1)), inbox.put(item("contact:b", 1)), inbox.put(item("contact:a", 1))
+        )
+        assert list(results) == [True, True, False]
+        assert sorted(keys_of(await inbox.claim("w1", max_items=5, block_ms=0))) == ["contact:a:1", "contact:b:1"]
+
     async def test_order_per_key_is_preserved(self, backend: Backend) -> None:
         inbox = backend.make()
         keys = ["contact:a", "contact:b", "group:c"]
