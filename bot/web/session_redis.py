@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 
 from bot.redis_keys import RedisKeys
-from scrm.accounts.sessions import TOUCH_EVERY, USER_AGENT_CHARS, SessionInfo, new_session_id, session_digest
+from scrm.accounts.sessions import TOUCH_EVERY, SessionInfo, new_session, session_digest
 from scrm.accounts.throttle import LIMITS, WINDOW, ThrottleScope, throttle_digest
 
 
@@ -35,15 +35,8 @@ class RedisSessionStore:
     async def create(
         self, user_id: int, *, now: datetime, lifetime: timedelta, user_agent: str, client_digest: str
     ) -> tuple[str, SessionInfo]:
-        session_id = new_session_id()
-        info = SessionInfo(
-            id_digest=session_digest(session_id),
-            user_id=user_id,
-            created_at=now,
-            expires_at=now + lifetime,
-            last_seen_at=now,
-            user_agent=user_agent[:USER_AGENT_CHARS],
-            client_digest=client_digest,
+        session_id, info = new_session(
+            user_id, now=now, lifetime=lifetime, user_agent=user_agent, client_digest=client_digest
         )
         key, user_key = self._keys.console_session(info.id_digest), self._keys.user_sessions(user_id)
         expire_ms = int(info.expires_at.timestamp() * 1000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -30,6 +30,23 @@ def session_digest(session_id: str) -> str:
 
 def new_session_id() -> str:
     return secrets.token_urlsafe(32)
+
+
+def new_session(
+    user_id: int, *, now: datetime, lifetime: timedelta, user_agent: str, client_digest: str
+) -> tuple[str, SessionInfo]:
+    """A fresh session id and what a store keeps of it (every store makes its sessions here)."""
+    session_id = new_session_id()
+    info = SessionInfo(
+        id_digest=session_digest(session_id),
+        user_id=user_id,
+        created_at=now,
+        expires_at=now + lifetime,
+        last_seen_at=now,
+        user_agent=user_agent[:USER_AGENT_CHARS],
+        client_digest=client_digest,
+    )
+    return session_id, info
 
 
 @dataclass(frozen=True)
@@ -90,19 +107,12 @@ class SqlSessionStore:
     async def create(
         self, user_id: int, *, now: datetime, lifetime: timedelta, user_agent: str, client_digest: str
     ) -> tuple[str, SessionInfo]:
-        session_id = new_session_id()
-        row = UserSession(
-            id_digest=session_digest(session_id),
-            user_id=user_id,
-            created_at=now,
-            expires_at=now + lifetime,
-            last_seen_at=now,
-            user_agent=user_agent[:USER_AGENT_CHARS],
-            client_digest=client_digest,
+        session_id, info = new_session(
+            user_id, now=now, lifetime=lifetime, user_agent=user_agent, client_digest=client_digest
         )
         async with write_transaction(self._factory) as session:
-            session.add(row)
-        return session_id, _info(row)
+            session.add(UserSession(**asdict(info)))
+        return session_id, info
 
     async def get(self, session_id: str, now: datetime) -> SessionInfo | None:
         digest = session_digest(session_id)
