@@ -44,10 +44,11 @@ async def add_user(
     dealer_code: str = "",
     staff_userid: str | None = None,
     active: bool = True,
+    display_name: str = "",
 ) -> int:
     user = User(
         username=username,
-        display_name=f"{username} 的名字",
+        display_name=display_name or f"{username} 的名字",
         role=role,
         dealer_code=dealer_code,
         staff_userid=staff_userid,

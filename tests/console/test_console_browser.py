@@ -36,7 +36,12 @@ async def test_signing_in_through_the_page(tmp_path: Path) -> None:
     settings = make_settings(database_url=await create_sqlite_database(tmp_path / "console.db"))
     async with console(settings) as c, async_playwright() as playwright:
         await add_user(
-            c.runtime.session_factory, "wangfang", UserRole.MANAGER.value, dealer_code="BJ001", staff_userid="m1"
+            c.runtime.session_factory,
+            "wangfang",
+            UserRole.MANAGER.value,
+            dealer_code="BJ001",
+            staff_userid="m1",
+            display_name="王芳",
         )
         base = str(c.client.make_url("/console/login"))
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -56,7 +61,7 @@ async def test_signing_in_through_the_page(tmp_path: Path) -> None:
                 await page.click("button[type=submit]")
                 await page.wait_for_url("**/console/")
                 text = await page.inner_text("main")
-                for shown in ("你好，wangfang 的名字", "经销商经理", "北京一店（BJ001）", "当前"):
+                for shown in ("你好，王芳", "经销商经理", "北京一店（BJ001）", "当前"):
                     assert shown in text, shown
                 await _fits(page, width)
                 await page.screenshot(path=str(shots / f"console-home-{width}.png"), full_page=True)
