@@ -40,6 +40,7 @@ from bot.runtime.scheduler import TickSpec
 from bot.wecom.errors import FatalError
 from scrm.db import SessionFactory, write_transaction
 from scrm.db_types import utcnow
+from scrm.errors import LianyiError
 from scrm.lifecycle import LifecycleHooks
 from scrm.models import Staff, SyncCheckpoint
 from scrm.rows import assign, get_or_create
@@ -54,7 +55,7 @@ CHECK_SECONDS = 5.0
 FAILURE_PAUSE_SECONDS = 60.0
 
 
-class PassInterrupted(Exception):
+class PassInterrupted(LianyiError):
     """The process is stopping: the pass ends between two checkpoints and resumes at the next leader start."""
 
 

@@ -1,7 +1,8 @@
 """Contacts and follow relations: the change_external_contact callbacks and externalcontact/get results.
 
-Every function runs inside the caller's transaction, applies one event idempotently (a replay changes no
-row) and appends its outbox commands in the same transaction.
+Every function runs inside the caller's transaction, applies one event idempotently (a replay changes no row) and
+appends its outbox commands in the same transaction. An event older than the customer's erasure (PIPL) is dropped;
+a detail keeps only relations created after it.
 
 Ordering rule (callbacks arrive late, twice, or out of order). A follow relation remembers ``added_at``
 (the add event's time, or WeCom's ``createtime``) and ``deleted_at``:
@@ -13,8 +14,6 @@ Ordering rule (callbacks arrive late, twice, or out of order). A follow relation
 - a detail (externalcontact/get) resurrects a deleted relation only when WeCom's ``createtime`` is later
   than our ``deleted_at`` (the customer came back after the deletion). Otherwise the detail was fetched
   before the deletion happened (or lags behind it) and that relation is left untouched.
-
-An event older than the customer's erasure (PIPL) is dropped; a detail keeps only relations created after it.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from scrm.errors import LianyiError
+
 STEPS_MAX = 10_000
 OUTPUT_MAX_CHARS = 16_384
 BUILT_MAX_CHARS = 131_072
@@ -36,7 +38,7 @@ RENDER_SECONDS_MAX = 0.5
 INTEGER_BITS_MAX = 4_096  # ``**`` and ``*`` on integers: no number longer than this (a 1233-digit number)
 
 
-class RenderBudgetExceeded(Exception):
+class RenderBudgetExceeded(LianyiError):
     """A render went past one of its limits: ``kind`` is steps, output, built or time."""
 
     def __init__(self, kind: str, message_cn: str, message_en: str) -> None:
