@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from bot.cli.database import ToolFailure, run_with_corp
+from bot.cli.identity import as_option
 from bot.settings import load_query_settings
 from scrm.accounts.actors import ActorRefused, require_actor
 from scrm.accounts.permissions import Permission
@@ -68,17 +69,17 @@ def privacy() -> None:
 
 @privacy.command("export")
 @click.argument("external_userid")
-@click.option("--as", "username", required=True, help="Acting user (an admin) / 操作人（管理员）.")
+@as_option("an admin (操作人)")
 @click.option("-o", "output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE, not stdout.")
-def export_command(external_userid: str, username: str, output: Path | None) -> None:
+def export_command(external_userid: str, actor: str, output: Path | None) -> None:
     """Write everything held about one customer as JSON (导出客户个人信息)."""
     external_userid = _check_id(external_userid)
     settings = load_query_settings()
 
     async def work(sessions: SessionFactory, corp_id: str) -> dict[str, Any]:
-        await _actor(sessions, username)
+        await _actor(sessions, actor)
         async with write_transaction(sessions) as session:
-            return await export_customer(session, corp_id, external_userid, actor=username, now=utcnow())
+            return await export_customer(session, corp_id, external_userid, actor=actor, now=utcnow())
 
     document = run_with_corp(settings.database_url, settings.corp_id, work)
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
@@ -102,16 +103,16 @@ def _erase_summary(external_userid: str, erasure: Erasure) -> str:
 
 @privacy.command("erase")
 @click.argument("external_userid")
-@click.option("--as", "username", required=True, help="Acting user (an admin) / 操作人（管理员）.")
-def erase_command(external_userid: str, username: str) -> None:
+@as_option("an admin (操作人)")
+def erase_command(external_userid: str, actor: str) -> None:
     """Erase or anonymise one customer's personal data everywhere (删除客户个人信息)."""
     external_userid = _check_id(external_userid)
     settings = load_query_settings()
 
     async def work(sessions: SessionFactory, corp_id: str) -> Erasure:
-        await _actor(sessions, username)
+        await _actor(sessions, actor)
         async with write_transaction(sessions) as session:
-            return await erase_customer(session, corp_id, external_userid, actor=username, now=utcnow())
+            return await erase_customer(session, corp_id, external_userid, actor=actor, now=utcnow())
 
     erasure = run_with_corp(settings.database_url, settings.corp_id, work)
     click.echo(_erase_summary(external_userid, erasure))
