@@ -35,3 +35,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: T
     # at DEBUG: the database's content (names, phone numbers, message text) must never reach the logs.
     for library in ("sqlalchemy", "aiosqlite"):
         logging.getLogger(library).setLevel(logging.WARNING)
+    for name, child in logging.root.manager.loggerDict.items():  # a child given its own level would override that
+        if name.startswith(("sqlalchemy.", "aiosqlite.")) and isinstance(child, logging.Logger):
+            child.setLevel(logging.NOTSET)
